@@ -1,0 +1,183 @@
+"""The one exception tree of duixwatch.
+
+Every error the package raises on purpose is a :class:`DuixwatchError`; callers catch the
+narrowest class they can act on::
+
+    DuixwatchError
+    ├── ConfigError                 bad config file, flag or env value (exit code 2)
+    │   └── PolicyError             a policy that fails validation
+    ├── AuthError                   we cannot mint a token (no appKey, empty appKey …)
+    ├── ResponseParseError          a payload that does not have the shape we understand
+    └── ApiError                    DUIX (or the network in front of it) said no
+        ├── ApiUnavailable          transport failure: refused, reset, DNS …
+        │   └── ApiTimeout          no answer within the request timeout
+        ├── ApiServerError          HTTP 5xx, or an internal-error envelope code
+        ├── ApiMalformed            HTTP 200 whose body is not the envelope we expect
+        └── ApiClientError          HTTP 4xx, or an envelope code that blames the request
+            ├── ApiAuthRejected     1005 / 1006 / 40001, HTTP 401 / 403
+            ├── ApiNotFound         HTTP 404, 2002 (except on sessionStop: see duix.client)
+            ├── ApiQuotaExceeded    1009 / 50007: the account's quota or concurrency is used up
+            └── ApiRateLimited      HTTP 429, carries ``retry_after_seconds``
+
+Errors never carry an appKey or a token: :class:`ApiError` keeps method, path (without the
+query string), HTTP status, envelope code, the envelope message and at most 256 characters of
+the body, which the client takes from the response (DUIX never echoes the token header).
+
+``ApiError.reason`` is the short, bounded word used as the ``reason`` label of
+``duixwatch_poll_errors_total``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+__all__ = [
+    "ApiAuthRejected",
+    "ApiClientError",
+    "ApiError",
+    "ApiMalformed",
+    "ApiNotFound",
+    "ApiQuotaExceeded",
+    "ApiRateLimited",
+    "ApiServerError",
+    "ApiTimeout",
+    "ApiUnavailable",
+    "AuthError",
+    "ConfigError",
+    "DuixwatchError",
+    "PolicyError",
+    "Reason",
+    "ResponseParseError",
+]
+
+BODY_EXCERPT_CHARS = 256
+
+Reason = Literal["auth", "quota", "server", "client", "timeout", "transport", "malformed"]
+
+
+class DuixwatchError(Exception):
+    """Base of every error duixwatch raises on purpose."""
+
+
+class ConfigError(DuixwatchError):
+    """Invalid configuration; ``location`` is ``file:line key.path`` when known."""
+
+    def __init__(self, message: str, *, location: str | None = None) -> None:
+        self.location = location
+        super().__init__(f"{location}: {message}" if location else message)
+
+
+class PolicyError(ConfigError):
+    """A policy that cannot be loaded or would be unsafe to run."""
+
+
+class AuthError(DuixwatchError):
+    """A token cannot be minted locally (missing or empty appKey)."""
+
+
+class ResponseParseError(DuixwatchError):
+    """A payload does not have a shape we can interpret.
+
+    ``shape`` describes the structure (keys and types only, never values) so that an operator
+    can write an explicit mapping.
+    """
+
+    def __init__(self, message: str, *, shape: str | None = None) -> None:
+        self.shape = shape
+        super().__init__(f"{message} (shape: {shape})" if shape else message)
+
+
+class ApiError(DuixwatchError):
+    """A DUIX API call failed."""
+
+    reason: Reason = "client"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str,
+        path: str,
+        status: int | None = None,
+        code: str | None = None,
+        body: str | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.status = status
+        self.code = code
+        self.message = message
+        self.body_excerpt = body[:BODY_EXCERPT_CHARS] if body else None
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        parts = [f"{self.method} {self.path}"]
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        if self.code is not None:
+            parts.append(f"code {self.code}")
+        return f"{' '.join(parts)}: {self.message}"
+
+
+class ApiUnavailable(ApiError):
+    """The request did not get an HTTP answer (connection refused, reset, DNS …)."""
+
+    reason: Reason = "transport"
+
+
+class ApiTimeout(ApiUnavailable):
+    """No complete answer within the request timeout."""
+
+    reason: Reason = "timeout"
+
+
+class ApiServerError(ApiError):
+    """The platform failed (HTTP 5xx or an internal-error code)."""
+
+    reason: Reason = "server"
+
+
+class ApiMalformed(ApiError):
+    """An answer that is not the documented envelope (bad JSON, wrong types)."""
+
+    reason: Reason = "malformed"
+
+
+class ApiClientError(ApiError):
+    """The platform rejected the request itself (HTTP 4xx or a request error code)."""
+
+    reason: Reason = "client"
+
+
+class ApiAuthRejected(ApiClientError):
+    """The token was missing, expired, badly signed, or for the wrong app."""
+
+    reason: Reason = "auth"
+
+
+class ApiNotFound(ApiClientError):
+    """The object named by the request does not exist."""
+
+
+class ApiQuotaExceeded(ApiClientError):
+    """The account's access quota or total concurrency is used up (1009, 50007)."""
+
+    reason: Reason = "quota"
+
+
+class ApiRateLimited(ApiClientError):
+    """HTTP 429. ``retry_after_seconds`` is the server's Retry-After, when it sent one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str,
+        path: str,
+        status: int | None = None,
+        code: str | None = None,
+        body: str | None = None,
+        retry_after_seconds: float | None = None,
+    ) -> None:
+        super().__init__(message, method=method, path=path, status=status, code=code, body=body)
+        self.retry_after_seconds = retry_after_seconds
