@@ -1,0 +1,49 @@
+"""The DUIX platform simulator: an ASGI app, a seeded workload model and injectable faults.
+
+Product code, used by ``duixwatch sim``, ``duixwatch demo``, the tests (in-process through
+``httpx.ASGITransport`` and over loopback) and the benchmarks. Layering: the simulator imports
+only ``errors``, ``clock``, ``models`` and ``settings`` from duixwatch, never the client.
+
+* :mod:`~duixwatch.sim.model` state, workload, faults, statistics (no HTTP)
+* :mod:`~duixwatch.sim.shapes` the ``getconcurrentList`` shapes
+* :mod:`~duixwatch.sim.documents` generated conversation documents
+* :mod:`~duixwatch.sim.app` the Starlette app (DUIX API, ``/_sim/`` control API)
+* :mod:`~duixwatch.sim.dialog` the sample third-party dialog backend
+* :mod:`~duixwatch.sim.serve` uvicorn inside the caller's task group
+* :mod:`~duixwatch.sim.config` a duixwatch config for the simulated apps
+"""
+
+from __future__ import annotations
+
+from duixwatch.sim.app import CONVERSATION_PATH, PREFIX, create_app
+from duixwatch.sim.config import render_config
+from duixwatch.sim.model import (
+    ENDPOINTS,
+    Fault,
+    Faults,
+    SimApp,
+    SimError,
+    SimSession,
+    Simulator,
+    Stats,
+)
+from duixwatch.sim.serve import serve
+from duixwatch.sim.shapes import DEFAULT_SHAPE, ListShape
+
+__all__ = [
+    "CONVERSATION_PATH",
+    "DEFAULT_SHAPE",
+    "ENDPOINTS",
+    "PREFIX",
+    "Fault",
+    "Faults",
+    "ListShape",
+    "SimApp",
+    "SimError",
+    "SimSession",
+    "Simulator",
+    "Stats",
+    "create_app",
+    "render_config",
+    "serve",
+]

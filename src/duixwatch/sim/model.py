@@ -1,0 +1,944 @@
+"""The simulated DUIX platform's state: apps, sessions, workload, faults, avatars, statistics.
+
+Pure Python, no HTTP: :mod:`duixwatch.sim.app` turns requests into calls on a
+:class:`Simulator` and its answers (or :class:`SimError`) into envelopes.
+
+Everything random comes from :class:`random.Random` instances seeded from the simulator's seed
+and a purpose (``"<seed>:<app index>:workload"`` …), and every time comes from the injected
+clock, so the same seed read at the same clock times gives the same apps, sessions and ids.
+The workload is generated lazily: whenever state is read or an endpoint is hit, the arrival and
+hang-up events between the last read and ``clock.now()`` are played in time order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jwt
+import pydantic
+
+from duixwatch import clock as clock_mod
+from duixwatch import models
+from duixwatch.sim import documents, shapes
+
+__all__ = [
+    "APP_ID_ENDPOINTS",
+    "APP_NAMES",
+    "ENDPOINTS",
+    "HANG_SECONDS",
+    "MAX_EVENTS_PER_ADVANCE",
+    "TRAINING_SECONDS",
+    "ClosedBy",
+    "Fault",
+    "Faults",
+    "SimApp",
+    "SimError",
+    "SimSession",
+    "Simulator",
+    "Stats",
+    "bad_request",
+    "session_dict",
+]
+
+ENDPOINTS: tuple[str, ...] = (
+    "getconcurrentNumber",
+    "getconcurrentList",
+    "distroyCallSessionsByAppId",
+    "sessionStop",
+    "getConversationById",
+    "createAvatar",
+    "queryAvatar",
+)
+#: Endpoints whose query names the app (``appId=``); the others act for the token's app.
+APP_ID_ENDPOINTS = frozenset(
+    {"getconcurrentNumber", "getconcurrentList", "distroyCallSessionsByAppId"}
+)
+
+APP_NAMES = (
+    "frontdesk",
+    "lobby-kiosk",
+    "support",
+    "museum-guide",
+    "onboarding",
+    "retail-assistant",
+    "hotel-concierge",
+    "bank-teller",
+    "campus-guide",
+    "clinic-reception",
+)
+
+#: A ``hang`` fault sleeps this long (on the simulator's clock) before giving up with a 504.
+HANG_SECONDS = 600.0
+#: Bound on the workload events played by one catch-up; beyond it the workload skips ahead.
+MAX_EVENTS_PER_ADVANCE = 100_000
+#: An avatar trains for this long (clock time) before ``queryAvatar`` reports an outcome.
+TRAINING_SECONDS = 60.0
+#: ``tokens_seen`` keeps at most this many claim sets (the oldest half is dropped beyond it).
+MAX_TOKENS_SEEN = 10_000
+#: Sessions older than this are "stale" for the demo's max-age policy.
+STALE_AGE_SECONDS = 45 * 60
+
+ClosedBy = Literal["sessionStop", "distroyCallSessionsByAppId", "hangup"]
+
+
+class SimError(Exception):
+    """The platform's refusal: an envelope ``code`` (HTTP 200) or a plain HTTP error.
+
+    ``http_status`` 200 renders as ``{"code", "message", "data": null, "success": false}``;
+    any other status renders as ``{"code", "msg", "data": null, "success": false}`` with that
+    status (the shape the platform uses for a rejected request body).
+    """
+
+    def __init__(self, code: str, message: str, *, http_status: int = 200) -> None:
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+        super().__init__(f"{code}: {message}")
+
+
+def _token_empty() -> SimError:
+    return SimError("1005", "token is empty")
+
+
+def _token_invalid(detail: str) -> SimError:
+    return SimError("1006", f"token expired or invalid: {detail}")
+
+
+def _bad_app(detail: str) -> SimError:
+    return SimError("40001", f"appId or appKey error: {detail}")
+
+
+def _no_such(what: str) -> SimError:
+    return SimError("2002", f"{what} does not exist")
+
+
+def bad_request(message: str) -> SimError:
+    """HTTP 400 with the platform's ``{"code": "400", "msg": …}`` body."""
+    return SimError("400", message, http_status=400)
+
+
+# --------------------------------------------------------------------------- sessions and apps
+
+
+@dataclass(slots=True, eq=False)
+class SimSession:
+    """One session of the simulated platform, live or closed.
+
+    ``ends_at`` is when the user will hang up (workload sessions), ``None`` for sessions that
+    live until something closes them (added explicitly, or abandoned by their user).
+    """
+
+    session_id: str
+    app_id: str
+    started_at: datetime
+    with_id: bool = True
+    with_start: bool = True
+    ends_at: datetime | None = None
+    user_id: str = ""
+    closed_at: datetime | None = None
+    closed_by: ClosedBy | None = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether the session has ended (by a stop, a close-all or the user hanging up)."""
+        return self.closed_at is not None
+
+    def age_seconds(self, now: datetime) -> float:
+        """Seconds since the session started (never negative)."""
+        return max(0.0, (now - self.started_at).total_seconds())
+
+
+@dataclass(slots=True, eq=False)
+class SimApp:
+    """One simulated DUIX APP: its credentials, limit, list shape and seeded documents."""
+
+    app_id: str
+    name: str
+    app_key: str
+    concurrency_limit: int
+    shape: shapes.ListShape
+    crop_id: str
+    user_id: str
+    conversation_id: str
+    #: Workload arrivals turned away because the app was at its concurrency limit.
+    refused: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Workload:
+    """One app's arrival process: its RNG, the next arrival, and the planned hang-ups."""
+
+    rng: random.Random
+    next_arrival: float  # epoch seconds; math.inf when there are no arrivals
+    ends: list[tuple[float, int, str]] = field(default_factory=list)  # heap (ts, seq, id)
+    seq: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Avatar:
+    avatar_id: int
+    app_id: str
+    name: str
+    profile: str | None
+    created_at: datetime
+    conversation_id: str | None = None
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A misbehaviour injected for requests to ``endpoint`` of ``app`` (``"*"``: any).
+
+    Applied in this order: ``latency_seconds`` plus up to ``jitter_seconds`` (seeded) of delay;
+    then the first of ``hang`` (sleep :data:`HANG_SECONDS` on the clock, then HTTP 504; the
+    hang ends early if the client disconnects, or with 503 when a server shuts down), ``status`` /
+    ``retry_after_seconds`` (that status, 429 by default when a Retry-After is set),
+    ``reject_token`` (code 1006), ``code`` (``success:false`` with that code). ``malformed``
+    lets the request take effect and truncates the JSON answer. ``times`` is how many more
+    matching requests the fault applies to (``None``: until cleared).
+    """
+
+    app: str = "*"
+    endpoint: str = "*"
+    status: int | None = None
+    retry_after_seconds: float | None = None
+    code: str | None = None
+    malformed: bool = False
+    hang: bool = False
+    latency_seconds: float = 0.0
+    jitter_seconds: float = 0.0
+    reject_token: bool = False
+    times: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fault as JSON-ready values (for the control API)."""
+        return {
+            "app": self.app,
+            "endpoint": self.endpoint,
+            "status": self.status,
+            "retry_after_seconds": self.retry_after_seconds,
+            "code": self.code,
+            "malformed": self.malformed,
+            "hang": self.hang,
+            "latency_seconds": self.latency_seconds,
+            "jitter_seconds": self.jitter_seconds,
+            "reject_token": self.reject_token,
+            "times": self.times,
+        }
+
+
+class Faults:
+    """The fault table: at most one fault per (app, endpoint); the most specific match wins.
+
+    Specificity, most specific first: (app, endpoint), (app, ``*``), (``*``, endpoint),
+    (``*``, ``*``).
+    """
+
+    def __init__(self, resolve_app: Callable[[str], str], rng: random.Random) -> None:
+        self._resolve_app = resolve_app
+        self._rng = rng
+        self._table: dict[tuple[str, str], Fault] = {}
+
+    def _app_key(self, app: str) -> str:
+        return "*" if app == "*" else self._resolve_app(app)
+
+    def set(
+        self,
+        app: str = "*",
+        endpoint: str = "*",
+        *,
+        status: int | None = None,
+        retry_after_seconds: float | None = None,
+        code: str | int | None = None,
+        malformed: bool = False,
+        hang: bool = False,
+        latency_seconds: float = 0.0,
+        jitter_seconds: float = 0.0,
+        reject_token: bool = False,
+        times: int | None = None,
+    ) -> Fault:
+        """Install a fault (replacing the one for the same app and endpoint) and return it.
+
+        ``app`` is an app id, an app name or ``"*"``; ``endpoint`` one of :data:`ENDPOINTS` or
+        ``"*"``. Raises :class:`ValueError` (or :class:`KeyError` for an unknown app).
+        """
+        if endpoint != "*" and endpoint not in ENDPOINTS:
+            raise ValueError(f"unknown endpoint {endpoint!r}; expected '*' or one of {ENDPOINTS}")
+        if status is not None and not 400 <= status <= 599:
+            raise ValueError("status must be an HTTP error status (400..599)")
+        if retry_after_seconds is not None and not 0 <= retry_after_seconds <= 86_400:
+            raise ValueError("retry_after_seconds must be between 0 and 86400")
+        if not 0 <= latency_seconds <= HANG_SECONDS or not 0 <= jitter_seconds <= HANG_SECONDS:
+            raise ValueError(f"latency and jitter must be between 0 and {HANG_SECONDS:g} s")
+        if times is not None and times < 1:
+            raise ValueError("times must be at least 1 (or None for until cleared)")
+        if code is not None and str(code) == "":
+            raise ValueError("code must not be empty")
+        fault = Fault(
+            app=self._app_key(app),
+            endpoint=endpoint,
+            status=status,
+            retry_after_seconds=retry_after_seconds,
+            code=None if code is None else str(code),
+            malformed=malformed,
+            hang=hang,
+            latency_seconds=latency_seconds,
+            jitter_seconds=jitter_seconds,
+            reject_token=reject_token,
+            times=times,
+        )
+        self._table[(fault.app, fault.endpoint)] = fault
+        return fault
+
+    def clear(self, app: str | None = None, endpoint: str | None = None) -> int:
+        """Remove the faults matching ``app`` and ``endpoint`` (``None``: any); return how many."""
+        app_key = None if app is None else self._app_key(app)
+        doomed = [
+            key
+            for key in self._table
+            if (app_key is None or key[0] == app_key) and (endpoint is None or key[1] == endpoint)
+        ]
+        for key in doomed:
+            del self._table[key]
+        return len(doomed)
+
+    def active(self) -> list[Fault]:
+        """The installed faults (``times`` shows how many uses are left)."""
+        return list(self._table.values())
+
+    def take(self, app_id: str | None, endpoint: str) -> Fault | None:
+        """The fault for one request, using up one of its ``times``."""
+        candidates = [(app_id, endpoint), (app_id, "*"), ("*", endpoint), ("*", "*")]
+        for app_key, endpoint_key in candidates:
+            if app_key is None:
+                continue
+            fault = self._table.get((app_key, endpoint_key))
+            if fault is None:
+                continue
+            if fault.times is not None:
+                if fault.times <= 1:
+                    del self._table[(app_key, endpoint_key)]
+                else:
+                    self._table[(app_key, endpoint_key)] = _with_times(fault, fault.times - 1)
+            return fault
+        return None
+
+    def delay_seconds(self, fault: Fault) -> float:
+        """The latency to add for one request: the fault's latency plus seeded jitter."""
+        jitter = self._rng.uniform(0.0, fault.jitter_seconds) if fault.jitter_seconds else 0.0
+        return fault.latency_seconds + jitter
+
+
+def _with_times(fault: Fault, times: int) -> Fault:
+    values = fault.to_dict()
+    values["times"] = times
+    return Fault(**values)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@dataclass(slots=True)
+class Stats:
+    """What reached the API: requests per (app id, endpoint) and concurrency.
+
+    ``requests`` counts every request that reached an endpoint, rejected ones included
+    (app id ``""`` when the request named none); ``in_flight`` is how many API requests are
+    executing now and ``max_in_flight`` its high-water mark.
+    """
+
+    requests: dict[tuple[str, str], int] = field(default_factory=dict)
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def count(self, app_id: str, endpoint: str) -> None:
+        """Record one request."""
+        key = (app_id, endpoint)
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+    def enter(self) -> None:
+        """A request starts executing."""
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        """A request finished (answered, failed or cancelled)."""
+        self.in_flight -= 1
+
+    def reset(self) -> None:
+        """Forget the counts; the high-water mark restarts from the requests in flight now."""
+        self.requests.clear()
+        self.max_in_flight = self.in_flight
+
+    def total(self, endpoint: str | None = None) -> int:
+        """Requests counted so far, for one endpoint or all."""
+        return sum(n for (_, ep), n in self.requests.items() if endpoint in (None, ep))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready statistics (for the control API)."""
+        return {
+            "requests": [
+                {"app_id": app_id, "endpoint": endpoint, "count": count}
+                for (app_id, endpoint), count in sorted(self.requests.items())
+            ],
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+        }
+
+
+# --------------------------------------------------------------------------- the simulator
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class Simulator:
+    """The DUIX platform, simulated for ``apps`` APPs from ``seed`` on ``clock``.
+
+    ``shape``: a :class:`~duixwatch.sim.shapes.ListShape` for every app, ``"random"`` for a
+    seeded variant per app, or ``None`` for the default shape. ``workload=False`` starts every
+    app empty and never adds sessions by itself (tests build state with :meth:`add_session`).
+    ``arrivals_per_minute`` is per app; durations are exponential with mean
+    ``mean_duration_seconds``; a fraction ``abandon_probability`` of arrivals never hang up
+    (the runaway sessions duixwatch exists to clean up).
+    """
+
+    def __init__(
+        self,
+        *,
+        apps: int = 3,
+        seed: int = 1,
+        clock: clock_mod.Clock | None = None,
+        timezone: str = "Asia/Shanghai",
+        shape: shapes.ListShape | Literal["random"] | None = None,
+        workload: bool = True,
+        arrivals_per_minute: float = 2.0,
+        mean_duration_seconds: float = 600.0,
+        abandon_probability: float = 0.02,
+    ) -> None:
+        if not 1 <= apps <= 1000:
+            raise ValueError("apps must be between 1 and 1000")
+        if not 0 <= arrivals_per_minute <= 10_000:
+            raise ValueError("arrivals_per_minute must be between 0 and 10000")
+        if not mean_duration_seconds > 0:
+            raise ValueError("mean_duration_seconds must be positive")
+        if not 0 <= abandon_probability <= 1:
+            raise ValueError("abandon_probability must be between 0 and 1")
+        if shape is not None and shape != "random" and not isinstance(shape, shapes.ListShape):
+            raise ValueError("shape must be a ListShape, 'random' or None")
+        try:
+            self.zone = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {timezone!r}") from exc
+        self.seed = seed
+        self.timezone = timezone
+        self.clock: clock_mod.Clock = clock if clock is not None else clock_mod.SystemClock()
+        self.workload_enabled = workload
+        self.arrivals_per_minute = arrivals_per_minute
+        self.mean_duration_seconds = mean_duration_seconds
+        self.abandon_probability = abandon_probability
+        self.stats = Stats()
+        self.tokens_seen: list[dict[str, Any]] = []
+        self.faults = Faults(lambda app: self.app(app).app_id, self._rng("faults"))
+
+        self._sessions: dict[str, SimSession] = {}
+        self._live: dict[str, dict[str, SimSession]] = {}
+        self._closed_count: dict[str, int] = {}
+        self._workloads: dict[str, _Workload] = {}
+        self._conversations: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._avatars: dict[int, _Avatar] = {}
+        self._ids_rng = self._rng("ids")
+        self._docs_rng = self._rng("documents")
+        self._next_avatar_id = self._rng("avatars").randint(10_000, 99_999)
+        self._apps: list[SimApp] = self._make_apps(apps, shape)
+        self._by_key: dict[str, SimApp] = {}
+        for app in self._apps:
+            self._by_key[app.app_id] = app
+            self._by_key[app.name] = app
+            self._live[app.app_id] = {}
+            self._closed_count[app.app_id] = 0
+        now = self.clock.now()
+        self._advanced_to = now.timestamp()
+        if workload:
+            for index, app in enumerate(self._apps):
+                self._workloads[app.app_id] = self._start_workload(index, app, now)
+
+    # ------------------------------------------------------------------ construction
+
+    def _rng(self, purpose: str) -> random.Random:
+        return random.Random(f"duixwatch-sim:{self.seed}:{purpose}")
+
+    def _make_apps(
+        self, count: int, shape: shapes.ListShape | Literal["random"] | None
+    ) -> list[SimApp]:
+        rng = self._rng("apps")
+        shape_rng = self._rng("shapes")
+        all_shapes = list(shapes.ListShape.variants()) if shape == "random" else []
+        made: list[SimApp] = []
+        used: set[str] = set()
+        for index in range(count):
+            app_id = self._unique_id(rng, used)
+            used.add(app_id)
+            name = APP_NAMES[index] if index < len(APP_NAMES) else f"app-{index + 1:03d}"
+            if shape == "random":
+                app_shape = shape_rng.choice(all_shapes)
+            else:
+                app_shape = shape or shapes.DEFAULT_SHAPE
+            app = SimApp(
+                app_id=app_id,
+                name=name,
+                app_key=f"sim-{rng.getrandbits(128):032x}",
+                concurrency_limit=rng.randint(5, 50),
+                shape=app_shape,
+                crop_id=str(rng.randrange(1_000_000, 10_000_000)),
+                user_id=str(rng.randrange(1000, 100_000)),
+                conversation_id=documents.long_id(self._docs_rng),
+            )
+            self._conversations[app.conversation_id] = (
+                app.app_id,
+                documents.conversation_document(
+                    self._docs_rng,
+                    conversation_id=app.conversation_id,
+                    corp_id=app.crop_id,
+                    user_id=app.user_id,
+                    name=app.name,
+                ),
+            )
+            made.append(app)
+        return made
+
+    def _unique_id(self, rng: random.Random, used: Iterable[str] = ()) -> str:
+        taken = set(used)
+        for _ in range(100):
+            candidate = documents.long_id(rng)
+            if candidate not in self._sessions and candidate not in taken:
+                return candidate
+        raise RuntimeError("could not draw a unique 19-digit id")  # pragma: no cover
+
+    def _start_workload(self, index: int, app: SimApp, now: datetime) -> _Workload:
+        rng = self._rng(f"{index}:workload")
+        now_ts = now.timestamp()
+        workload = _Workload(rng=rng, next_arrival=math.inf)
+        initial = round(app.concurrency_limit * rng.uniform(0.4, 0.6))
+        stale = min(initial, rng.randint(1, 3))
+        for position in range(initial):
+            if position < stale:
+                # Abandoned long ago: nobody will hang up, only a stop ends them.
+                age = rng.uniform(STALE_AGE_SECONDS + 60, 3600.0)
+                ends_at = None
+            else:
+                age = rng.uniform(0.0, STALE_AGE_SECONDS - 60)
+                ends_at = now_ts + rng.expovariate(1.0 / self.mean_duration_seconds)
+            self._start_workload_session(app, workload, now_ts - age, ends_at)
+        workload.next_arrival = self._next_gap(rng, now_ts)
+        return workload
+
+    def _next_gap(self, rng: random.Random, after_ts: float) -> float:
+        if self.arrivals_per_minute <= 0:
+            return math.inf
+        return after_ts + rng.expovariate(self.arrivals_per_minute / 60.0)
+
+    def _start_workload_session(
+        self,
+        app: SimApp,
+        workload: _Workload,
+        started_ts: float,
+        ends_ts: float | None,
+        ids: tuple[str, str] | None = None,
+    ) -> SimSession:
+        session_id, user_id = ids if ids is not None else self._draw_ids(workload.rng)
+        if session_id in self._sessions:  # astronomically rare: keep ids unique anyway
+            session_id = self._unique_id(workload.rng)
+        session = SimSession(
+            session_id=session_id,
+            app_id=app.app_id,
+            started_at=_utc(started_ts),
+            ends_at=None if ends_ts is None else _utc(ends_ts),
+            user_id=user_id,
+        )
+        self._register(session)
+        if ends_ts is not None:
+            workload.seq += 1
+            heapq.heappush(workload.ends, (ends_ts, workload.seq, session.session_id))
+        return session
+
+    @staticmethod
+    def _draw_ids(rng: random.Random) -> tuple[str, str]:
+        return documents.long_id(rng), str(rng.randrange(10_000, 1_000_000))
+
+    def _register(self, session: SimSession) -> None:
+        self._sessions[session.session_id] = session
+        self._live[session.app_id][session.session_id] = session
+
+    # ------------------------------------------------------------------ the workload
+
+    def advance(self) -> None:
+        """Play the workload up to ``clock.now()`` (arrivals, refusals and hang-ups)."""
+        now_ts = self.clock.now().timestamp()
+        if now_ts <= self._advanced_to:
+            return
+        for app in self._apps:
+            workload = self._workloads.get(app.app_id)
+            if workload is not None:
+                self._advance_app(app, workload, now_ts)
+        self._advanced_to = now_ts
+
+    def _advance_app(self, app: SimApp, workload: _Workload, now_ts: float) -> None:
+        rng = workload.rng
+        for _ in range(MAX_EVENTS_PER_ADVANCE):
+            next_end = workload.ends[0][0] if workload.ends else math.inf
+            if min(next_end, workload.next_arrival) > now_ts:
+                return
+            if next_end <= workload.next_arrival:
+                end_ts, _, session_id = heapq.heappop(workload.ends)
+                self._close(self._sessions[session_id], "hangup", _utc(end_ts))
+                continue
+            arrival = workload.next_arrival
+            # Draw the same numbers whether or not the arrival is refused, so that one
+            # refusal does not reshuffle every later session.
+            duration = rng.expovariate(1.0 / self.mean_duration_seconds)
+            abandoned = rng.random() < self.abandon_probability
+            ids = self._draw_ids(rng)
+            if len(self._live[app.app_id]) >= app.concurrency_limit:
+                app.refused += 1
+            else:
+                ends_ts = None if abandoned else arrival + duration
+                self._start_workload_session(app, workload, arrival, ends_ts, ids)
+            workload.next_arrival = self._next_gap(rng, arrival)
+        # Too far behind (a clock jump): skip ahead instead of replaying every event.
+        for end_ts, _, session_id in workload.ends:
+            if end_ts <= now_ts:
+                self._close(self._sessions[session_id], "hangup", _utc(end_ts))
+        workload.ends = [entry for entry in workload.ends if entry[0] > now_ts]
+        heapq.heapify(workload.ends)
+        workload.next_arrival = self._next_gap(rng, now_ts)
+
+    def _close(self, session: SimSession, by: ClosedBy, at: datetime) -> bool:
+        if session.closed:
+            return False
+        session.closed_at = at
+        session.closed_by = by
+        self._live[session.app_id].pop(session.session_id, None)
+        self._closed_count[session.app_id] += 1
+        return True
+
+    # ------------------------------------------------------------------ public state API
+
+    @property
+    def apps(self) -> list[SimApp]:
+        """The simulated apps, in order."""
+        return list(self._apps)
+
+    def app(self, app_id_or_name: str) -> SimApp:
+        """The app with this id or name; :class:`KeyError` if there is none."""
+        try:
+            return self._by_key[str(app_id_or_name)]
+        except KeyError:
+            raise KeyError(f"no simulated app {app_id_or_name!r}") from None
+
+    def add_session(
+        self,
+        app_id: str,
+        *,
+        age_seconds: float = 0.0,
+        session_id: str | None = None,
+        with_id: bool = True,
+        with_start: bool = True,
+    ) -> SimSession:
+        """Start a session now minus ``age_seconds`` that lasts until something closes it.
+
+        Explicit sessions bypass the concurrency limit (tests build over-quota apps this way).
+        ``with_id=False`` / ``with_start=False`` leave the id / start time out of the list.
+        """
+        app = self.app(app_id)
+        self.advance()
+        if age_seconds < 0:
+            raise ValueError("age_seconds must not be negative")
+        if session_id is None:
+            session_id = self._unique_id(self._ids_rng)
+        elif not session_id or session_id in self._sessions:
+            raise ValueError(f"session id {session_id!r} is empty or already used")
+        session = SimSession(
+            session_id=session_id,
+            app_id=app.app_id,
+            started_at=self.clock.now() - timedelta(seconds=age_seconds),
+            with_id=with_id,
+            with_start=with_start,
+            user_id=str(self._ids_rng.randrange(10_000, 1_000_000)),
+        )
+        self._register(session)
+        return session
+
+    def end_session(self, session_id: str) -> SimSession:
+        """The user hangs up (``closed_by="hangup"``); :class:`KeyError` if unknown."""
+        session = self.session(session_id)
+        self._close(session, "hangup", self.clock.now())
+        return session
+
+    def session(self, session_id: str) -> SimSession:
+        """A session, live or closed; :class:`KeyError` if there never was one."""
+        self.advance()
+        try:
+            return self._sessions[session_id]
+        except KeyError:
+            raise KeyError(f"no simulated session {session_id!r}") from None
+
+    def live_sessions(self, app_id: str) -> list[SimSession]:
+        """The app's live sessions now, oldest first."""
+        app = self.app(app_id)
+        self.advance()
+        return sorted(self._live[app.app_id].values(), key=lambda s: s.started_at)
+
+    def closed_count(self, app_id: str) -> int:
+        """How many of the app's sessions have ended."""
+        app = self.app(app_id)
+        self.advance()
+        return self._closed_count[app.app_id]
+
+    def set_shape(self, app_id: str, shape: shapes.ListShape) -> None:
+        """Change how ``getconcurrentList`` writes this app's sessions."""
+        if not isinstance(shape, shapes.ListShape):
+            raise TypeError("shape must be a ListShape")
+        self.app(app_id).shape = shape
+
+    def conversation_ids(self, app_id: str) -> list[str]:
+        """The ids of the app's conversations (seeded and created by avatars)."""
+        app = self.app(app_id)
+        return [cid for cid, (owner, _) in self._conversations.items() if owner == app.app_id]
+
+    def record_token(self, claims: dict[str, Any]) -> None:
+        """Remember an accepted token's claims (bounded)."""
+        self.tokens_seen.append(claims)
+        if len(self.tokens_seen) > MAX_TOKENS_SEEN:
+            del self.tokens_seen[: MAX_TOKENS_SEEN // 2]
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-ready picture of every app and its live sessions (for ``/_sim/state``)."""
+        self.advance()
+        now = self.clock.now()
+        return {
+            "now": _iso(now),
+            "seed": self.seed,
+            "timezone": self.timezone,
+            "apps": [
+                {
+                    "app_id": app.app_id,
+                    "name": app.name,
+                    "concurrency_limit": app.concurrency_limit,
+                    "shape": str(app.shape),
+                    "conversation_id": app.conversation_id,
+                    "refused": app.refused,
+                    "closed_sessions": self._closed_count[app.app_id],
+                    "sessions": [
+                        session_dict(session, now) for session in self.live_sessions(app.app_id)
+                    ],
+                }
+                for app in self._apps
+            ],
+        }
+
+    # ------------------------------------------------------------------ the platform's API
+
+    def peek_app_id(self, token: str | None) -> str | None:
+        """The ``appId`` claim of a token, unverified (``None`` if there is none)."""
+        if not token:
+            return None
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.InvalidTokenError:
+            return None
+        app_id = claims.get("appId") if isinstance(claims, dict) else None
+        return app_id if isinstance(app_id, str) else None
+
+    def authenticate(self, token: str | None, *, query_app_id: str | None = None) -> SimApp:
+        """Verify a request's ``token`` header; return its app or raise :class:`SimError`.
+
+        Missing → 1005; undecodable, badly signed, expired or without ``exp``/``iat`` → 1006;
+        unknown ``appId`` claim, or a query ``appId`` naming another app → 40001.
+        """
+        if not token:
+            raise _token_empty()
+        try:
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.InvalidTokenError as exc:
+            raise _token_invalid("not a JWT") from exc
+        app_id = unverified.get("appId")
+        if not isinstance(app_id, str) or not app_id:
+            raise _token_invalid("no appId claim")
+        app = self._app_by_id(app_id)
+        if app is None:
+            raise _bad_app("unknown appId")
+        try:
+            claims = jwt.decode(
+                token,
+                app.app_key.encode("utf-8"),
+                algorithms=["HS256"],
+                options={
+                    "require": ["exp", "iat"],
+                    "verify_exp": False,  # checked below against the simulator's clock
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
+            )
+        except jwt.InvalidSignatureError as exc:
+            raise _token_invalid("signature verification failed") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise _token_invalid(f"missing claim {exc.claim}") from exc
+        except jwt.InvalidTokenError as exc:
+            raise _token_invalid("cannot verify") from exc
+        exp, iat = claims["exp"], claims["iat"]
+        if not _is_number(exp) or not _is_number(iat):
+            raise _token_invalid("exp and iat must be numbers")
+        if exp <= self.clock.now().timestamp():
+            raise _token_invalid("expired")
+        if query_app_id is not None and query_app_id != app.app_id:
+            raise _bad_app("appId does not match the token")
+        self.record_token(claims)
+        return app
+
+    def _app_by_id(self, app_id: str) -> SimApp | None:
+        app = self._by_key.get(app_id)
+        return app if app is not None and app.app_id == app_id else None
+
+    def concurrent_number(self, app: SimApp) -> dict[str, Any]:
+        """``getconcurrentNumber`` ``data``."""
+        self.advance()
+        return {
+            "cropId": app.crop_id,
+            "totalConcurrentNumber": app.concurrency_limit,
+            "userConcurrentNumber": len(self._live[app.app_id]),
+        }
+
+    def concurrent_list(self, app: SimApp) -> list[dict[str, Any]] | dict[str, Any]:
+        """``getconcurrentList`` ``data``, in the app's current shape."""
+        items = [
+            {
+                "session_id": session.session_id if session.with_id else None,
+                "started_at": session.started_at if session.with_start else None,
+                "extra": {"userId": session.user_id, "status": "in_call"},
+            }
+            for session in self.live_sessions(app.app_id)
+        ]
+        return shapes.render_session_list(app.shape, items, self.zone)
+
+    def stop_session(self, app: SimApp, session_id: str) -> SimSession:
+        """``sessionStop``: close one live session of ``app``, else code 2002."""
+        self.advance()
+        session = self._live[app.app_id].get(session_id)
+        if session is None:
+            raise _no_such("session")
+        self._close(session, "sessionStop", self.clock.now())
+        return session
+
+    def close_all(self, app: SimApp) -> int:
+        """``distroyCallSessionsByAppId``: close every live session of ``app``; how many."""
+        self.advance()
+        now = self.clock.now()
+        doomed = list(self._live[app.app_id].values())
+        for session in doomed:
+            self._close(session, "distroyCallSessionsByAppId", now)
+        return len(doomed)
+
+    def conversation(self, app: SimApp, conversation_id: str) -> dict[str, Any]:
+        """``getConversationById`` ``data`` for one of ``app``'s conversations, else 2002."""
+        entry = self._conversations.get(conversation_id)
+        if entry is None or entry[0] != app.app_id:
+            raise _no_such("conversation")
+        return entry[1]
+
+    def create_avatar(self, app: SimApp, body: object) -> int:
+        """``createAvatar``: validate the body (HTTP 400 if bad) and start training."""
+        if not isinstance(body, Mapping):
+            raise bad_request("the body must be a JSON object")
+        custom_type = body.get("customType")
+        if isinstance(custom_type, bool) or custom_type not in (1, 2):
+            raise bad_request("customType must be 1 (video) or 2 (photo)")
+        name = body.get("avatarName")
+        if not isinstance(name, str) or not name.strip():
+            raise bad_request("avatarName is required")
+        if custom_type == 1 and not body.get("templateVideo"):
+            raise bad_request("templateVideo is required when customType is 1")
+        if custom_type == 2 and not body.get("coverUrl"):
+            raise bad_request("coverUrl is required when customType is 2")
+        try:
+            spec = models.AvatarSpec.model_validate(dict(body))
+        except pydantic.ValidationError as exc:
+            fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
+            raise bad_request(f"invalid fields: {', '.join(fields)}") from exc
+        avatar_id = self._next_avatar_id
+        self._next_avatar_id += 1
+        self._avatars[avatar_id] = _Avatar(
+            avatar_id=avatar_id,
+            app_id=app.app_id,
+            name=spec.avatar_name,
+            profile=spec.profile,
+            created_at=self.clock.now(),
+        )
+        return avatar_id
+
+    def query_avatar(self, app: SimApp, avatar_id: int) -> dict[str, Any]:
+        """``queryAvatar`` ``data``: training for :data:`TRAINING_SECONDS`, then an outcome.
+
+        A name containing ``fail`` fails; a success with a profile gets a default conversation.
+        """
+        avatar = self._avatars.get(avatar_id)
+        if avatar is None or avatar.app_id != app.app_id:
+            raise _no_such("avatar")
+        trained = self.clock.now() >= avatar.created_at + timedelta(seconds=TRAINING_SECONDS)
+        failed = "fail" in avatar.name.lower()
+        status = 0 if not trained else (2 if failed else 1)
+        if status == 1 and avatar.profile and avatar.conversation_id is None:
+            avatar.conversation_id = documents.long_id(self._docs_rng)
+            self._conversations[avatar.conversation_id] = (
+                app.app_id,
+                documents.conversation_document(
+                    self._docs_rng,
+                    conversation_id=avatar.conversation_id,
+                    corp_id=app.crop_id,
+                    user_id=app.user_id,
+                    name=avatar.name,
+                    prompt=avatar.profile,
+                ),
+            )
+        return {
+            "id": avatar.avatar_id,
+            "customizedName": avatar.name,
+            "customizedStatus": status,
+            "reason": "simulated training failure (the avatar name asks for it)"
+            if status == 2
+            else None,
+            "defaultConversationId": avatar.conversation_id if status == 1 else None,
+        }
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def session_dict(session: SimSession, now: datetime) -> dict[str, Any]:
+    """A session as JSON-ready values (for the control API)."""
+    return {
+        "session_id": session.session_id,
+        "app_id": session.app_id,
+        "started_at": _iso(session.started_at),
+        "age_seconds": round(session.age_seconds(now), 3),
+        "with_id": session.with_id,
+        "with_start": session.with_start,
+        "closed": session.closed,
+        "closed_at": _iso(session.closed_at),
+        "closed_by": session.closed_by,
+    }
