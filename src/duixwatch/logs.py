@@ -1,0 +1,79 @@
+"""Structured logging: structlog set up once, from the CLI.
+
+JSON lines for machines (the default when stderr is not a terminal), readable console lines on
+a TTY. Events are snake_case names with key-value fields; context such as ``app=`` is bound
+with structlog's contextvars.
+
+:func:`drop_secrets` runs on every event before rendering: any field whose name says it holds
+a secret (``app_key``, ``token``, ``authorization`` …) is removed, and any
+:class:`pydantic.SecretStr` value is masked, so that no log line can carry an appKey or token
+even if a caller passes one by mistake.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+from pydantic import SecretStr
+
+__all__ = ["configure", "drop_secrets", "get_logger"]
+
+_SECRET_NAME_PARTS = ("app_key", "appkey", "token", "authorization", "password", "secret")
+
+
+def _is_secret_name(name: str) -> bool:
+    lowered = name.lower().replace("-", "_")
+    return any(part in lowered for part in _SECRET_NAME_PARTS)
+
+
+def drop_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: remove secret-named fields, mask SecretStr values."""
+    for key in [k for k in event_dict if k != "event" and _is_secret_name(k)]:
+        del event_dict[key]
+    for key, value in event_dict.items():
+        if isinstance(value, SecretStr):
+            event_dict[key] = "**********"
+    return event_dict
+
+
+def configure(
+    *, json: bool | None = None, level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Set up structlog (and route the standard library's logging through the same stream)."""
+    stream = stream or sys.stderr
+    if json is None:
+        json = not stream.isatty()
+    numeric = logging.getLevelNamesMapping().get(level.upper())
+    if numeric is None:
+        raise ValueError(f"unknown log level {level!r}")
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+            drop_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=stream, force=True)
+
+
+def get_logger(name: str | None = None) -> Any:
+    """A structlog logger (bound with ``logger=name`` when a name is given)."""
+    log = structlog.get_logger()
+    return log.bind(logger=name) if name else log

@@ -1,0 +1,54 @@
+"""logs: secrets never reach a log line."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import structlog
+from pydantic import SecretStr
+
+from duixwatch import logs
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> None:
+    yield
+    structlog.reset_defaults()
+
+
+def test_secret_named_fields_are_dropped_and_secret_values_masked() -> None:
+    stream = io.StringIO()
+    logs.configure(json=True, level="debug", stream=stream)
+    log = logs.get_logger("test")
+    log.info(
+        "poll_failed",
+        app="frontdesk",
+        app_key="k-1",
+        token="eyJhbGciOi",
+        appKey="k-2",
+        Authorization="Bearer x",
+        key=SecretStr("k-3"),
+    )
+    line = json.loads(stream.getvalue())
+    assert line["event"] == "poll_failed"
+    assert line["app"] == "frontdesk"
+    assert line["level"] == "info"
+    assert "ts" in line
+    assert line["key"] == "**********"
+    for secret in ("k-1", "k-2", "k-3", "eyJhbGciOi", "Bearer x"):
+        assert secret not in stream.getvalue()
+
+
+def test_levels_below_the_configured_one_are_not_written() -> None:
+    stream = io.StringIO()
+    logs.configure(json=True, level="warning", stream=stream)
+    logs.get_logger().info("quiet")
+    logs.get_logger().warning("loud")
+    assert [json.loads(x)["event"] for x in stream.getvalue().splitlines()] == ["loud"]
+
+
+def test_an_unknown_level_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="log level"):
+        logs.configure(level="chatty", stream=io.StringIO())
