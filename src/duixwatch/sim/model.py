@@ -82,6 +82,8 @@ MAX_EVENTS_PER_ADVANCE = 100_000
 TRAINING_SECONDS = 60.0
 #: ``tokens_seen`` keeps at most this many claim sets (the oldest half is dropped beyond it).
 MAX_TOKENS_SEEN = 10_000
+#: The most APPs one simulator holds (the benchmark runs 10,000).
+MAX_APPS = 50_000
 #: Sessions older than this are "stale" for the demo's max-age policy.
 STALE_AGE_SECONDS = 45 * 60
 
@@ -430,8 +432,8 @@ class Simulator:
         mean_duration_seconds: float = 600.0,
         abandon_probability: float = 0.02,
     ) -> None:
-        if not 1 <= apps <= 1000:
-            raise ValueError("apps must be between 1 and 1000")
+        if not 1 <= apps <= MAX_APPS:
+            raise ValueError(f"apps must be between 1 and {MAX_APPS}")
         if not 0 <= arrivals_per_minute <= 10_000:
             raise ValueError("arrivals_per_minute must be between 0 and 10000")
         if not mean_duration_seconds > 0:
