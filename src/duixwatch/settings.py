@@ -1,26 +1,121 @@
-"""Configuration: the ``duix:`` section of the config file (design.md §4).
+"""Configuration: the config file, its env overrides, secrets and validation (design.md §4).
 
-This module owns validation of every configuration value. For now it holds the settings of
-the DUIX client (base URL, paths, timeouts, token lifetime, request caps, time zone, the
-optional session-list mapping); the daemon issue adds the rest of the file (apps, server,
-state, enforcement, policies) on top of these models.
+This module owns every configuration value and the one way to load them,
+:func:`load_config`, which the daemon, ``duixwatch check`` and the reload path all use::
 
-Unknown keys are errors (``extra="forbid"``), so a typo never silently falls back to a default.
+    cfg = settings.load_config("duixwatch.yaml")          # environ defaults to os.environ
+    settings.mask(cfg)                                     # JSON-able, secrets replaced
+
+Loading happens in this order, collecting every problem before giving up:
+
+1. the YAML file is parsed with a SafeLoader that records the line of every mapping key and
+   sequence item by key path (``("apps", 0, "app_key")``) and rejects duplicate keys;
+2. ``DUIXWATCH_<SECTION>__<KEY>`` environment variables (case-insensitive, ``__`` nesting) are
+   laid over the file's data: env wins. ``DUIXWATCH_APPS``, ``DUIXWATCH_POLICIES`` and the
+   other top-level names take JSON. Variables without ``__`` that are not a top-level name
+   (``DUIXWATCH_LOG_LEVEL``, read by the CLI) are left alone; ones with ``__`` that match no
+   setting are errors. Env values are literal: no ``${VAR}`` expansion;
+3. ``${VAR}`` and ``${VAR:-default}`` in the file's string values are expanded from the
+   environment (``$${`` is a literal ``${``); an unset variable is an error, never "";
+4. each app's key is resolved: ``app_key`` (usually ``${VAR}``), or ``app_key_file``, or — with
+   neither — the systemd credential ``$CREDENTIALS_DIRECTORY/<name>`` (``LoadCredential=``);
+5. the models below validate the result (unknown keys are errors: ``extra="forbid"``);
+6. cross-field rules: unique app names and ids, policy names, and the ``close_all`` safety
+   rule (design.md §8 rule 5).
+
+Every problem becomes one line ``FILE:LINE: key.path: what is wrong`` — or ``FILE: key.path:
+what is wrong (from env DUIXWATCH_X)`` when an environment variable supplied the value — and
+all of them are raised together as a :class:`ConfigFileError`. No message, repr or dump ever
+holds an appKey: keys are :class:`~pydantic.SecretStr`, messages never quote key values, and
+the pydantic and YAML exceptions (whose text may quote input) are never chained.
+
+Relative paths: ``app_key_file`` is looked up in ``$CREDENTIALS_DIRECTORY`` first, then next to
+the config file; ``state.dir`` is relative to the current directory (as a systemd unit's
+``WorkingDirectory=``/``StateDirectory=`` usage expects: write ``${STATE_DIRECTORY}`` there).
 """
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, get_args, get_origin
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-__all__ = ["DEFAULT_BASE_URL", "DuixPaths", "DuixSettings", "SessionListMapping"]
+from duixwatch import errors, models
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_LISTEN",
+    "MASK",
+    "AppConfig",
+    "Config",
+    "ConfigFileError",
+    "DaemonSettings",
+    "DuixPaths",
+    "DuixSettings",
+    "EnforcementSettings",
+    "ServerSettings",
+    "SessionListMapping",
+    "StateSettings",
+    "load_config",
+    "mask",
+]
 
 DEFAULT_BASE_URL = "https://app.duix.ai"
+#: An exporter listens on every interface by default.
+DEFAULT_LISTEN = "0.0.0.0:9814"
+#: What :func:`mask` shows instead of a secret (pydantic's own SecretStr rendering).
+MASK = "**********"
+ENV_PREFIX = "DUIXWATCH_"
+
+#: Integers at or above this cannot be represented exactly by a float (JavaScript, yq, jq …).
+_EXACT_INT_LIMIT = 2**53
+_APP_ID_RE = re.compile(r"^[0-9]{1,32}$")
+#: An app name is a Prometheus label value and a file name (systemd credential, key file).
+_APP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_POLICY_NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+_HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+#: An appKey is a short token; anything bigger is the wrong file.
+_MAX_KEY_FILE_BYTES = 64 * 1024
+#: Stands in for a key that failed to resolve, so validation can report the other problems.
+_UNRESOLVED_KEY = "<unresolved>"
+#: Validation context flag: the loader runs the cross-field checks itself, with line numbers.
+_DEFER_CROSS_CHECKS = "duixwatch_defer_cross_checks"
+
+KeyPath = tuple[str | int, ...]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- duix: section
 
 
 class SessionListMapping(_Strict):
@@ -88,3 +183,1046 @@ class DuixSettings(_Strict):
     def zone(self) -> ZoneInfo:
         """The zone for zone-less timestamps in session lists."""
         return ZoneInfo(self.timezone)
+
+
+# --------------------------------------------------------------------------- the other sections
+
+
+class _Section(_Strict):
+    """A config section whose numbers must be numbers: YAML ``true`` is not 1."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation in (int, float):
+                raise ValueError("must be a number, not true/false")
+        return value
+
+
+def _app_id(value: Any) -> Any:
+    """App ids are 19-digit longs: strings. A YAML/JSON integer is accepted only while exact.
+
+    Pydantic turns ``ValueError`` (not ``TypeError``) into a validation error, hence TRY004.
+    """
+    if isinstance(value, bool):
+        raise ValueError("must be a string of digits")  # noqa: TRY004
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("must be a string of digits")
+        if value >= _EXACT_INT_LIMIT:
+            raise ValueError(
+                f"{value} is written as a number too large to survive tools that read numbers "
+                f'as floats; quote it: "{value}"'
+            )
+        return str(value)
+    if isinstance(value, float):
+        raise ValueError('must be a string of digits; quote it, e.g. "1377185422953811968"')  # noqa: TRY004
+    if isinstance(value, str) and not _APP_ID_RE.fullmatch(value):
+        raise ValueError("must be 1 to 32 digits")
+    return value
+
+
+AppId = Annotated[str, BeforeValidator(_app_id)]
+
+
+class AppConfig(_Section):
+    """One DUIX APP to watch.
+
+    ``app_key`` is always set once loaded: :func:`load_config` resolves ``app_key``,
+    ``app_key_file`` and the systemd credential into it. ``app_key_file`` then records the
+    (absolute) file the key was read from, or ``None`` when the key was given inline / by
+    ``${VAR}`` — the daemon may watch it to notice key rotation.
+    """
+
+    app_id: AppId
+    #: Metric label ``app`` and file name; defaults to ``app_id``.
+    name: str
+    app_key: SecretStr
+    app_key_file: Path | None = None
+    poll_interval_seconds: float = Field(default=15.0, ge=1, le=3600)
+    list_sessions: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_defaults_to_app_id(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("name") is None:
+            app_id = data.get("app_id")
+            derived = str(app_id) if isinstance(app_id, str | int) else ""
+            # An invalid app_id is reported on its own; do not echo it as a second name error.
+            name = derived if _APP_NAME_RE.fullmatch(derived) else "unnamed"
+            return {**data, "name": name}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _label_and_file_name(cls, value: str) -> str:
+        if not _APP_NAME_RE.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a valid app name: 1 to 63 of A-Z a-z 0-9 _ . - "
+                "starting with a letter or digit (it is a metric label and a file name)"
+            )
+        return value
+
+    @field_validator("app_key")
+    @classmethod
+    def _non_empty_key(cls, value: SecretStr) -> SecretStr:
+        stripped = value.get_secret_value().strip()
+        if not stripped:
+            raise ValueError("is empty")
+        return SecretStr(stripped)
+
+    @property
+    def credentials(self) -> models.AppCredentials:
+        """What the DUIX client needs to sign requests for this APP."""
+        return models.AppCredentials(app_id=self.app_id, app_key=self.app_key)
+
+
+def _split_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` → ``(host, port)``; IPv6 hosts come in brackets: ``[::]:9814``."""
+    example = "expected HOST:PORT, e.g. 0.0.0.0:9814 or [::]:9814"
+    if value.startswith("["):
+        host, sep, port_text = value[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"{value!r}: {example}")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{value!r}: {host!r} is not an IPv6 address") from None
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"{value!r}: {example}")
+        if ":" in host:
+            raise ValueError(f"{value!r}: write an IPv6 address in brackets, e.g. [::]:9814")
+        if not _HOSTNAME_RE.fullmatch(host):
+            raise ValueError(f"{value!r}: {host!r} is not a host name or IP address")
+        if host.replace(".", "").isdigit():
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise ValueError(f"{value!r}: {host!r} is not an IPv4 address") from None
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{value!r}: the port must be a number from 0 to 65535")
+    return host, int(port_text)
+
+
+class ServerSettings(_Section):
+    """The HTTP surface (``/metrics``, ``/healthz``, ``/readyz``, ``/status``)."""
+
+    #: ``HOST:PORT``; IPv6 as ``[::]:9814``; port 0 picks a free port.
+    listen: str = DEFAULT_LISTEN
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        _split_listen(value)
+        return value
+
+    @property
+    def host(self) -> str:
+        """The address to bind, without IPv6 brackets."""
+        return _split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        """The TCP port to bind."""
+        return _split_listen(self.listen)[1]
+
+
+class StateSettings(_Section):
+    """Where the SQLite state and ``audit.jsonl`` live.
+
+    A relative ``dir`` is relative to the current directory (the unit's working directory),
+    not to the config file; under systemd write ``dir: ${STATE_DIRECTORY}``.
+    """
+
+    dir: Path = Path("./duixwatch-state")
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class EnforcementSettings(_Section):
+    """The global switch and caps of the executor (design.md §8)."""
+
+    #: Nothing is ever closed unless this is true.
+    enabled: bool = False
+    #: ``close_all`` policies are rejected at load unless this is true.
+    allow_close_all: bool = False
+    max_stops_per_second: float = Field(default=5.0, gt=0, le=100)
+
+
+class DaemonSettings(_Section):
+    """Loop timing, shutdown and logging of ``duixwatch run``."""
+
+    shutdown_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    #: Cap of the exponential backoff after failed polls.
+    backoff_max_seconds: float = Field(default=300.0, ge=1, le=86_400)
+    #: Schedules are spread by up to this fraction of the interval.
+    jitter_fraction: float = Field(default=0.1, ge=0, le=0.5)
+    #: 0: off; else check the config file every N seconds and reload it when it changed.
+    watch_config_seconds: float = Field(default=0.0, ge=0, le=86_400)
+    log_level: str = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().lower()
+        if level not in _LOG_LEVELS:
+            raise ValueError(f"{value!r} is not one of {', '.join(_LOG_LEVELS)}")
+        return level
+
+
+class Config(_Strict):
+    """The whole configuration, as :func:`load_config` returns it.
+
+    ``policies`` are raw mappings until the policy schema arrives; only their names and the
+    ``close_all`` safety rule are checked here. ``source`` is the absolute path of the file it
+    was loaded from (``None`` when built in code); it is not a config key and not settable by
+    env.
+    """
+
+    duix: DuixSettings = Field(default_factory=DuixSettings)
+    apps: tuple[AppConfig, ...]
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+    enforcement: EnforcementSettings = Field(default_factory=EnforcementSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    policies: tuple[dict[str, Any], ...] = ()
+    source: Path | None = None
+
+    @field_validator("apps")
+    @classmethod
+    def _at_least_one(cls, value: tuple[AppConfig, ...]) -> tuple[AppConfig, ...]:
+        if not value:
+            raise ValueError("at least one app is required")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self, info: ValidationInfo) -> Self:
+        if info.context and info.context.get(_DEFER_CROSS_CHECKS):
+            return self
+        problems = _cross_check(_Facts.of(self))
+        if problems:
+            raise ValueError("; ".join(f"{_dotted(path)}: {msg}" for path, msg in problems))
+        return self
+
+    def app(self, name_or_id: str) -> AppConfig:
+        """The app with this name or app_id (``KeyError`` when there is none)."""
+        for app in self.apps:
+            if name_or_id in (app.name, app.app_id):
+                return app
+        raise KeyError(name_or_id)
+
+
+#: The top-level keys a config file (and ``DUIXWATCH_<KEY>`` JSON) may set.
+_TOP_LEVEL_KEYS = tuple(name for name in Config.model_fields if name != "source")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ConfigFileError(errors.ConfigError):
+    """The config file (or its env overrides) is invalid.
+
+    ``errors`` holds one line per problem (``FILE:LINE: key.path: what is wrong``), sorted by
+    line; the message is all of them, one per line. ``path`` is the file as given.
+    """
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.path = path
+        self.errors = problems
+        self.location = problems[0].split(": ", 1)[0] if problems else path
+
+
+def _dotted(path: KeyPath) -> str:
+    """``("apps", 0, "app_key")`` → ``apps[0].app_key``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class _Problem:
+    """One problem at a key path; ``env`` names the variable when no key path applies."""
+
+    path: KeyPath
+    message: str
+    env: str | None = None
+
+
+# --------------------------------------------------------------------------- YAML with lines
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader driven node by node, recording the 1-based line of every key path.
+
+    Keys must be strings and unique within their mapping; merge keys (``<<: *anchor``) work,
+    and an own key after a merge overrides the merged one as YAML intends.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.lines: dict[KeyPath, int] = {}
+        #: Integer scalars whose text is not their plain decimal (``0123``, ``0x1F``, ``1_0``).
+        self.odd_ints: dict[KeyPath, str] = {}
+        self.problems: list[_Problem] = []
+        self._checked: set[int] = set()
+        self._active: set[int] = set()
+
+    def build(self, node: yaml.Node, path: KeyPath = ()) -> Any:
+        if id(node) in self._active:
+            self.problems.append(_Problem(path, "a YAML alias refers to itself"))
+            return None
+        self._active.add(id(node))
+        try:
+            return self._build(node, path)
+        finally:
+            self._active.discard(id(node))
+
+    def _build(self, node: yaml.Node, path: KeyPath) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            if node.tag != "tag:yaml.org,2002:map":
+                self.problems.append(_Problem(path, f"unsupported YAML tag {node.tag}"))
+                return None
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != "tag:yaml.org,2002:seq":
+                self.problems.append(_Problem(path, f"unsupported YAML tag {node.tag}"))
+                return None
+            items = []
+            for index, item in enumerate(node.value):
+                self.lines[(*path, index)] = item.start_mark.line + 1
+                items.append(self.build(item, (*path, index)))
+            return items
+        try:
+            value = self.construct_object(node, deep=True)
+        except (ValueError, OverflowError):
+            # e.g. a date that does not exist (2024-13-45): keep the text, validation decides.
+            self.problems.append(_Problem(path, f"cannot read the value as {node.tag}"))
+            return node.value
+        if isinstance(value, int) and not isinstance(value, bool) and node.value != str(value):
+            self.odd_ints[path] = node.value
+        return value
+
+    def _key(self, node: yaml.Node) -> str | None:
+        if isinstance(node, yaml.ScalarNode):
+            key = self.construct_object(node)
+            if isinstance(key, str):
+                return key
+        return None
+
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            first_line: dict[str, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self._key(key_node)
+                line = key_node.start_mark.line + 1
+                if key is None:
+                    shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                    self.lines[(*path, str(shown))] = line
+                    self.problems.append(
+                        _Problem((*path, str(shown)), "keys must be strings (quote the key)")
+                    )
+                elif key in first_line:
+                    self.lines[(*path, key)] = line
+                    self.problems.append(
+                        _Problem(
+                            (*path, key), f"duplicate key (first given on line {first_line[key]})"
+                        )
+                    )
+                else:
+                    first_line[key] = line
+        self.flatten_mapping(node)
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = self._key(key_node)
+            if key is None:
+                continue
+            child = (*path, key)
+            # The last occurrence wins, as its value does (merged keys come first).
+            self.lines[child] = key_node.start_mark.line + 1
+            result[key] = self.build(value_node, child)
+        return result
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> tuple[int, str]:
+    """Line and text of a YAML error, without the source excerpt (it may hold a key)."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return 1, "YAML syntax error"
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark else 1
+    context = exc.context or ""
+    if context and exc.context_mark is not None and exc.context_mark.line + 1 != line:
+        context += f" (from line {exc.context_mark.line + 1})"
+    text = "; ".join(part for part in (context, exc.problem) if part)
+    return line, f"YAML syntax error: {text or 'invalid YAML'}"
+
+
+# --------------------------------------------------------------------------- ${VAR} expansion
+
+_REFERENCE_RE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
+_VAR_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$", re.DOTALL)
+
+
+class _ExpansionError(ValueError):
+    pass
+
+
+def _expand(text: str, environ: Mapping[str, str]) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` (default when unset or empty); ``$${`` → ``${``.
+
+    Raises :class:`_ExpansionError` naming the variable (never its value).
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        found = match.group(0)
+        if found == "$${":
+            return "${"
+        if match.group(1) is None:
+            raise _ExpansionError("unterminated ${ (write $${ for a literal ${)")
+        reference = _VAR_RE.fullmatch(match.group(1))
+        if reference is None:
+            raise _ExpansionError(
+                f"malformed reference {found!r}: use ${{NAME}} or ${{NAME:-default}}"
+                " (write $${ for a literal ${)"
+            )
+        name, default = reference.group(1), reference.group(2)
+        value = environ.get(name)
+        if default is not None and not value:
+            return default
+        if value is None:
+            raise _ExpansionError(f"environment variable {name} is not set (used as ${{{name}}})")
+        return value
+
+    if "$" not in text:
+        return text
+    return _REFERENCE_RE.sub(replace, text)
+
+
+# --------------------------------------------------------------------------- the loader
+
+
+def _model_at(path: KeyPath) -> type[BaseModel] | None:
+    """The model class whose fields the key path ``path`` addresses (``None``: not a model)."""
+    current: type[BaseModel] = Config
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        if get_origin(annotation) is tuple:
+            annotation = get_args(annotation)[0]
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        current = annotation
+    return current
+
+
+def _suggest(path: KeyPath, key: str) -> str:
+    model = _model_at(path)
+    if model is None:
+        return ""
+    names = [name for name in model.model_fields if model is not Config or name != "source"]
+    if model is AppConfig:
+        names.append("app_key_file")
+    close = difflib.get_close_matches(key, names, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _walk_strings(data: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str, Any, str | int]]:
+    """Every string value below ``data``: (path, text, container, key in container)."""
+    items: Any = data.items() if isinstance(data, dict) else enumerate(data)
+    for key, value in items:
+        child = (*path, key)
+        if isinstance(value, str):
+            yield child, value, data, key
+        elif isinstance(value, dict | list):
+            yield from _walk_strings(value, child)
+
+
+class _Loader:
+    """One load of one file: its data, line map, env sources and collected problems."""
+
+    def __init__(self, path: str | os.PathLike[str], environ: Mapping[str, str]) -> None:
+        self.shown = os.fspath(path)
+        self.file = Path(path)
+        self.environ = environ
+        self.lines: dict[KeyPath, int] = {}
+        self.odd_ints: dict[KeyPath, str] = {}
+        self.env_sources: dict[KeyPath, str] = {}
+        self.problems: list[_Problem] = []
+        #: Paths that already have a problem: later problems below them are consequences.
+        self.failed: set[KeyPath] = set()
+
+    # -- problem bookkeeping ----------------------------------------------------------------
+
+    def problem(self, path: KeyPath, message: str, *, covers: bool = True) -> None:
+        """Record a problem at ``path``; with ``covers``, later ones below it are dropped."""
+        if any(path[: len(bad)] == bad for bad in self.failed):
+            return
+        self.problems.append(_Problem(path, message))
+        if path and covers:
+            self.failed.add(path)
+
+    def env_problem(self, var: str, message: str) -> None:
+        self.problems.append(_Problem((), message, env=var))
+
+    def env_source(self, path: KeyPath) -> str | None:
+        for cut in range(len(path), 0, -1):
+            var = self.env_sources.get(path[:cut])
+            if var is not None:
+                return var
+        return None
+
+    def line(self, path: KeyPath) -> int:
+        for cut in range(len(path), 0, -1):
+            line = self.lines.get(path[:cut])
+            if line is not None:
+                return line
+        return 1
+
+    def render(self, problem: _Problem) -> tuple[int, str]:
+        if problem.env is not None:
+            return 1 << 30, f"{self.shown}: {problem.env}: {problem.message}"
+        where = _dotted(problem.path)
+        var = self.env_source(problem.path)
+        if var is not None:
+            prefix = f"{self.shown}: {where}: " if where else f"{self.shown}: "
+            return 1 << 30, f"{prefix}{problem.message} (from env {var})"
+        line = self.line(problem.path)
+        prefix = f"{self.shown}:{line}: {where}: " if where else f"{self.shown}:{line}: "
+        return line, prefix + problem.message
+
+    def fail(self, problems: list[str]) -> ConfigFileError:
+        return ConfigFileError(self.shown, problems)
+
+    # -- the steps --------------------------------------------------------------------------
+
+    def load(self) -> Config:
+        data = self.read()
+        self.overlay_env(data)
+        self.expand_references(data)
+        if "source" in data:
+            self.problem(("source",), "unknown key")
+            del data["source"]
+        self.resolve_apps(data)
+        data["source"] = self.file.absolute()
+        config = self.validate(data)
+        for path, message in _cross_check(_Facts.of_data(data)):
+            self.problem(path, message)
+        if self.problems or config is None:
+            rendered = sorted((self.render(p) for p in self.problems), key=lambda r: r[0])
+            raise self.fail([text for _, text in rendered])
+        return config
+
+    def read(self) -> dict[str, Any]:
+        try:
+            raw = self.file.read_bytes()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise self.fail([f"{self.shown}: cannot read the config file: {reason}"]) from None
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise self.fail([f"{self.shown}: the config file is not UTF-8 text"]) from None
+        loader = _LineLoader(text)
+        syntax: tuple[int, str] | None = None
+        data: Any = None
+        try:
+            node = loader.get_single_node()
+            data = loader.build(node) if node is not None else None
+        except yaml.YAMLError as exc:
+            syntax = _yaml_problem(exc)
+        finally:
+            loader.dispose()
+        if syntax is not None:
+            # Raised outside the except block: the YAML error quotes the source line, which
+            # may hold a key, and must not ride along as __context__.
+            raise self.fail([f"{self.shown}:{syntax[0]}: {syntax[1]}"])
+        self.lines = loader.lines
+        self.odd_ints = loader.odd_ints
+        for found in loader.problems:
+            self.problem(found.path, found.message)
+        if data is None:
+            raise self.fail(
+                [f"{self.shown}:1: the config file is empty; it needs at least an `apps:` list"]
+            )
+        if not isinstance(data, dict):
+            raise self.fail(
+                [f"{self.shown}:1: the top level must be a mapping of sections (duix:, apps: …)"]
+            )
+        # A section left empty (every key commented out) means "all defaults".
+        for key in _TOP_LEVEL_KEYS:
+            if key in data and data[key] is None and key != "apps":
+                del data[key]
+        return data
+
+    def overlay_env(self, data: dict[str, Any]) -> None:
+        seen: dict[KeyPath, str] = {}
+        for var in sorted(self.environ):
+            if not var.upper().startswith(ENV_PREFIX):
+                continue
+            rest = var[len(ENV_PREFIX) :].lower()
+            if "__" not in rest and rest not in _TOP_LEVEL_KEYS:
+                continue  # e.g. DUIXWATCH_LOG_LEVEL: the CLI's, not a config key
+            path = self.env_path(var, tuple(rest.split("__")))
+            if path is None:
+                continue
+            if path in seen:
+                self.env_problem(var, f"{seen[path]} sets {_dotted(path)} too; keep one")
+                continue
+            seen[path] = var
+            self.set_from_env(data, path, var, self.environ[var])
+
+    def env_path(self, var: str, parts: tuple[str, ...]) -> tuple[str, ...] | None:
+        """The key path ``var`` addresses, or ``None`` (with a problem) when there is none."""
+        if any(not part for part in parts):
+            self.env_problem(var, "empty name between '__' separators")
+            return None
+        model: type[BaseModel] = Config
+        for depth, part in enumerate(parts):
+            known = [n for n in model.model_fields if model is not Config or n != "source"]
+            if part not in known:
+                hint = _suggest(parts[:depth], part)
+                self.env_problem(var, f"no such setting {_dotted(parts[: depth + 1])}{hint}")
+                return None
+            if depth == len(parts) - 1:
+                return parts
+            if model is Config and part in ("apps", "policies"):
+                self.env_problem(
+                    var, f"{part} can only be set as a whole, as JSON in {ENV_PREFIX}{part.upper()}"
+                )
+                return None
+            nested = _model_at(parts[: depth + 1])
+            if nested is None:
+                self.env_problem(var, f"{_dotted(parts[: depth + 1])} has no keys below it")
+                return None
+            model = nested
+        return parts  # pragma: no cover - the loop always returns
+
+    def set_from_env(self, data: dict[str, Any], path: tuple[str, ...], var: str, raw: str) -> None:
+        self.env_sources[path] = var
+        value: Any = raw
+        wants_json = len(path) == 1 or _model_at(path) is not None
+        if wants_json:
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                self.problem(path, f"not valid JSON: {exc.msg} at character {exc.pos}")
+                return
+        target = data
+        for part in path[:-1]:
+            child = target.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                target[part] = child
+            target = child
+        existing = target.get(path[-1])
+        if isinstance(existing, dict) and isinstance(value, dict):
+            # A JSON section laid over the file's section: env wins key by key, and the
+            # file's other keys keep their lines.
+            del self.env_sources[path]
+            for key in value:
+                self.env_sources[(*path, key)] = var
+            target[path[-1]] = {**existing, **value}
+        else:
+            target[path[-1]] = value
+
+    def expand_references(self, data: dict[str, Any]) -> None:
+        for path, text, container, key in list(_walk_strings(data, ())):
+            if self.env_source(path) is not None:
+                continue  # env values are literal
+            try:
+                container[key] = _expand(text, self.environ)
+            except _ExpansionError as exc:
+                self.problem(path, str(exc))
+
+    def resolve_apps(self, data: dict[str, Any]) -> None:
+        apps = data.get("apps")
+        if not isinstance(apps, list):
+            return
+        for index, app in enumerate(apps):
+            if isinstance(app, dict):
+                self.resolve_app(app, ("apps", index))
+
+    def resolve_app(self, app: dict[str, Any], path: KeyPath) -> None:
+        id_path = (*path, "app_id")
+        odd = self.odd_ints.get(id_path)
+        if odd is not None and self.env_source(id_path) is None:
+            self.problem(
+                id_path,
+                f'{odd} is read by YAML as the number {app["app_id"]}; quote the id: "{odd}"',
+            )
+        given_file = app.pop("app_key_file", None)
+        has_key = app.get("app_key") is not None
+        has_file = given_file is not None
+        if has_key and has_file:
+            self.problem((*path, "app_key"), "give either app_key or app_key_file, not both")
+            app["app_key"] = _UNRESOLVED_KEY
+        elif has_key:
+            if not isinstance(app["app_key"], str):
+                self.problem((*path, "app_key"), "must be a string (quote it)")
+                app["app_key"] = _UNRESOLVED_KEY
+        elif has_file:
+            self.key_from_file(app, path, given_file)
+        else:
+            self.key_from_credentials(app, path)
+
+    def key_from_file(self, app: dict[str, Any], path: KeyPath, given: Any) -> None:
+        key_path = (*path, "app_key_file")
+        app["app_key"] = _UNRESOLVED_KEY
+        if not isinstance(given, str) or not given.strip():
+            self.problem(key_path, "must be a file name")
+            return
+        candidates: list[Path] = []
+        requested = Path(given)
+        credentials = self.environ.get("CREDENTIALS_DIRECTORY")
+        if requested.is_absolute():
+            candidates.append(requested)
+        else:
+            if credentials:
+                candidates.append(Path(credentials) / requested)
+            candidates.append(self.file.absolute().parent / requested)
+        chosen = next((c for c in candidates if c.exists()), candidates[-1])
+        key = self.read_key(key_path, chosen, tried=candidates)
+        if key is not None:
+            app["app_key"] = key
+            app["app_key_file"] = chosen
+
+    def key_from_credentials(self, app: dict[str, Any], path: KeyPath) -> None:
+        app["app_key"] = _UNRESOLVED_KEY
+        name = app.get("name")
+        if name is None:
+            name = app.get("app_id")
+        name = str(name) if isinstance(name, str | int) and not isinstance(name, bool) else ""
+        credentials = self.environ.get("CREDENTIALS_DIRECTORY")
+        hint = (
+            "set app_key (e.g. ${DUIX_APP_KEY}) or app_key_file, or give the systemd "
+            f"credential {name or '<name>'!r} (LoadCredential={name or '<name>'}:/path)"
+        )
+        if not credentials:
+            self.problem(
+                path, f"no app key: {hint}; $CREDENTIALS_DIRECTORY is not set", covers=False
+            )
+            return
+        if not _APP_NAME_RE.fullmatch(name):
+            self.problem(path, f"no app key: {hint}", covers=False)
+            return
+        candidate = Path(credentials) / name
+        if not candidate.exists():
+            self.problem(path, f"no app key: {hint}; {candidate} does not exist", covers=False)
+            return
+        key = self.read_key(path, candidate, tried=[candidate])
+        if key is not None:
+            app["app_key"] = key
+            app["app_key_file"] = candidate
+
+    def read_key(self, path: KeyPath, file: Path, *, tried: list[Path]) -> str | None:
+        """The key in ``file``, stripped; ``None`` (with a problem) when unusable."""
+        where = f"{file}" if len(tried) == 1 else f"{file} (tried {', '.join(map(str, tried))})"
+        try:
+            with file.open("rb") as handle:
+                raw = handle.read(_MAX_KEY_FILE_BYTES + 1)
+        except OSError as exc:
+            self.problem(
+                path, f"cannot read the key file {where}: {exc.strerror or exc}", covers=False
+            )
+            return None
+        if len(raw) > _MAX_KEY_FILE_BYTES:
+            self.problem(path, f"the key file {file} is too large to hold an appKey", covers=False)
+            return None
+        try:
+            key = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            self.problem(path, f"the key file {file} is not UTF-8 text", covers=False)
+            return None
+        if not key:
+            self.problem(path, f"the key file {file} is empty", covers=False)
+            return None
+        return key
+
+    def validate(self, data: dict[str, Any]) -> Config | None:
+        try:
+            return Config.model_validate(data, context={_DEFER_CROSS_CHECKS: True})
+        except ValidationError as exc:
+            details = exc.errors(include_input=False, include_url=False)
+        # Outside the except block: the ValidationError (whose text quotes the input, keys
+        # included) must not become the __context__ of the ConfigFileError raised later.
+        for detail in details:
+            path: KeyPath = tuple(part for part in detail["loc"] if part != "[key]")
+            self.problem(path, _message(detail["type"], detail["msg"], path))
+        return None
+
+
+_PLAIN_MESSAGES = {
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "tuple_type": "must be a list",
+    "list_type": "must be a list",
+    "string_type": "must be a string (quote it)",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+}
+
+
+def _message(kind: str, text: str, path: KeyPath) -> str:
+    """Pydantic's message in the words of a config file."""
+    if kind == "extra_forbidden":
+        return "unknown key" + (_suggest(path[:-1], str(path[-1])) if path else "")
+    if kind == "missing":
+        return "required key is missing"
+    plain = _PLAIN_MESSAGES.get(kind)
+    if plain is not None:
+        return plain
+    return text.removeprefix("Value error, ")
+
+
+# --------------------------------------------------------------------------- cross checks
+
+
+@dataclass(frozen=True, slots=True)
+class _AppRef:
+    index: int
+    name: str
+    app_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What the cross-field rules look at, from a validated :class:`Config` or from raw data.
+
+    The loader checks the raw data (best effort: items that fail validation are skipped), so a
+    duplicate name is reported together with, not after, an unrelated type error.
+    """
+
+    apps: list[_AppRef]
+    policies: list[tuple[int, dict[str, Any]]]
+    allow_close_all: bool
+
+    @classmethod
+    def of(cls, config: Config) -> _Facts:
+        return cls(
+            apps=[_AppRef(i, app.name, app.app_id) for i, app in enumerate(config.apps)],
+            policies=list(enumerate(config.policies)),
+            allow_close_all=config.enforcement.allow_close_all,
+        )
+
+    @classmethod
+    def of_data(cls, data: Mapping[str, Any]) -> _Facts:
+        apps: list[_AppRef] = []
+        raw_apps = data.get("apps")
+        for index, app in enumerate(raw_apps if isinstance(raw_apps, list) else []):
+            if not isinstance(app, dict):
+                continue
+            try:
+                app_id = _app_id(app.get("app_id"))
+            except ValueError:
+                continue
+            name = app_id if app.get("name") is None else app["name"]
+            if isinstance(app_id, str) and isinstance(name, str) and _APP_NAME_RE.fullmatch(name):
+                apps.append(_AppRef(index, name, app_id))
+        raw_policies = data.get("policies")
+        policies = [
+            (index, policy)
+            for index, policy in enumerate(raw_policies if isinstance(raw_policies, list) else [])
+            if isinstance(policy, dict)
+        ]
+        enforcement = data.get("enforcement")
+        allow: Any = (
+            enforcement.get("allow_close_all", False) if isinstance(enforcement, dict) else False
+        )
+        try:
+            allow_close_all = TypeAdapter(bool).validate_python(allow)
+        except ValidationError:
+            allow_close_all = False  # reported by validation; the safe reading meanwhile
+        return cls(apps=apps, policies=policies, allow_close_all=allow_close_all)
+
+
+def _selects(patterns: list[str], app: _AppRef) -> bool:
+    return any(
+        fnmatch.fnmatchcase(app.name, pattern) or fnmatch.fnmatchcase(app.app_id, pattern)
+        for pattern in patterns
+    )
+
+
+def _patterns(value: Any) -> list[str] | None:
+    """A policy's ``apps``/``exclude_apps`` as strings, or ``None`` when it is not a list."""
+    if not isinstance(value, list | tuple):
+        return None
+    out = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, str | int):
+            return None
+        out.append(str(item))
+    return out
+
+
+def _cross_check(facts: _Facts) -> list[tuple[KeyPath, str]]:
+    """Rules across fields: unique app names and ids, policy names, ``close_all`` safety."""
+    problems: list[tuple[KeyPath, str]] = []
+    names: dict[str, int] = {}
+    ids: dict[str, int] = {}
+    for app in facts.apps:
+        if app.name in names:
+            problems.append(
+                (
+                    ("apps", app.index, "name"),
+                    f"duplicate app name {app.name!r} (also apps[{names[app.name]}])",
+                )
+            )
+        else:
+            names[app.name] = app.index
+        if app.app_id in ids:
+            problems.append(
+                (
+                    ("apps", app.index, "app_id"),
+                    f"duplicate app_id {app.app_id!r} (also apps[{ids[app.app_id]}])",
+                )
+            )
+        else:
+            ids[app.app_id] = app.index
+    policy_names: dict[str, int] = {}
+    for index, policy in facts.policies:
+        here: KeyPath = ("policies", index)
+        name = policy.get("name")
+        if name is None:
+            problems.append((here, "every policy needs a name"))
+        elif not isinstance(name, str) or not _POLICY_NAME_RE.fullmatch(name):
+            problems.append(
+                (
+                    (*here, "name"),
+                    f"{name!r} is not a valid policy name: lower-case letters, digits and '-', "
+                    "starting with a letter",
+                )
+            )
+        elif name in policy_names:
+            problems.append(
+                ((*here, "name"), f"duplicate policy name (also policies[{policy_names[name]}])")
+            )
+        else:
+            policy_names[name] = index
+        if policy.get("action") == "close_all":
+            problems += _check_close_all(facts, policy, here)
+    return problems
+
+
+def _check_close_all(
+    facts: _Facts, policy: Mapping[str, Any], here: KeyPath
+) -> list[tuple[KeyPath, str]]:
+    """design.md §8 rule 5: ``close_all`` needs the global allowance and a confirmed app."""
+    problems: list[tuple[KeyPath, str]] = []
+    if not facts.allow_close_all:
+        problems.append(
+            (
+                (*here, "action"),
+                "close_all policies are rejected unless enforcement.allow_close_all is true",
+            )
+        )
+    selected: _AppRef | None = None
+    if "apps" not in policy:
+        problems.append((here, "a close_all policy must name its one app in `apps`"))
+    else:
+        patterns = _patterns(policy["apps"])
+        excluded = _patterns(policy.get("exclude_apps", [])) or []
+        if patterns is None:
+            problems.append(((*here, "apps"), "must be a list of app names, app ids or globs"))
+        else:
+            matched = [
+                app for app in facts.apps if _selects(patterns, app) and not _selects(excluded, app)
+            ]
+            if len(matched) == 1:
+                selected = matched[0]
+            else:
+                which = ", ".join(app.name for app in matched) or "none"
+                problems.append(
+                    (
+                        (*here, "apps"),
+                        "a close_all policy must apply to exactly one app; it selects "
+                        f"{len(matched)} ({which})",
+                    )
+                )
+    if "confirm_app_id" not in policy:
+        target = f" ({selected.name})" if selected else ""
+        problems.append(
+            (
+                here,
+                "a close_all policy needs confirm_app_id: the app_id of the one app it "
+                f"applies to{target}",
+            )
+        )
+        return problems
+    confirm = policy["confirm_app_id"]
+    if isinstance(confirm, bool) or not isinstance(confirm, str | int):
+        problems.append(((*here, "confirm_app_id"), "must be an app_id (a string of digits)"))
+    elif isinstance(confirm, int) and confirm >= _EXACT_INT_LIMIT:
+        problems.append(((*here, "confirm_app_id"), f'quote the id: "{confirm}"'))
+    elif selected is not None and str(confirm) != selected.app_id:
+        problems.append(
+            (
+                (*here, "confirm_app_id"),
+                f"{str(confirm)!r} is not the app_id of {selected.name}, the one app this "
+                "policy applies to",
+            )
+        )
+    return problems
+
+
+# --------------------------------------------------------------------------- public entry points
+
+
+def load_config(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Load, expand, override and validate the config file at ``path``.
+
+    ``environ`` (default ``os.environ``) supplies ``${VAR}`` values, ``DUIXWATCH_…``
+    overrides and ``$CREDENTIALS_DIRECTORY``. Raises :class:`ConfigFileError` listing every
+    problem, one per line.
+    """
+    loader = _Loader(path, os.environ if environ is None else environ)
+    return loader.load()
+
+
+def _mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:{MASK}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def mask(cfg: Config) -> dict[str, Any]:
+    """The effective config as JSON-able data, every secret replaced by ``"**********"``.
+
+    For the startup log line and ``/status``.
+    """
+    data = cfg.model_dump(mode="json")
+    for app in data["apps"]:
+        app["app_key"] = MASK
+    data["duix"]["base_url"] = _mask_url(data["duix"]["base_url"])
+    return data
