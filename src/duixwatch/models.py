@@ -22,6 +22,7 @@ from pydantic.alias_generators import to_camel
 
 __all__ = [
     "AppCredentials",
+    "AppSnapshot",
     "Avatar",
     "AvatarCreated",
     "AvatarSpec",
@@ -32,6 +33,7 @@ __all__ = [
     "ConversationBackground",
     "ConversationDetail",
     "ConversationScript",
+    "PollError",
     "Session",
     "SessionList",
     "StopOutcome",
@@ -80,17 +82,26 @@ class Session:
 
     session_id: str | None
     started_at: datetime | None = None
+    #: When duixwatch first saw this session id (set by the watcher; persisted by ``state``),
+    #: the age reference for sessions whose list item has no start time.
+    first_seen_at: datetime | None = None
 
     @property
     def actionable(self) -> bool:
         """Whether a policy may ever act on this session (it needs an id to stop it)."""
         return self.session_id is not None
 
+    @property
+    def effective_start(self) -> datetime | None:
+        """The start time, else the first-seen time, else ``None`` (age unknown)."""
+        return self.started_at or self.first_seen_at
+
     def age_seconds(self, now: datetime) -> float | None:
-        """Seconds since the session started, if its start time is known."""
-        if self.started_at is None:
+        """Seconds since the session started (or was first seen), if known."""
+        start = self.effective_start
+        if start is None:
             return None
-        return max(0.0, (now - self.started_at).total_seconds())
+        return max(0.0, (now - start).total_seconds())
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +138,62 @@ class CloseAllResult:
 
     app_id: str
     data: Any = field(default=None, compare=False)
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+@dataclass(frozen=True, slots=True)
+class PollError:
+    """Why the last poll of an APP failed.
+
+    ``reason`` is one of the bounded words of :data:`duixwatch.errors.Reason` (auth, quota,
+    server, client, timeout, transport, malformed); ``message`` is the error's text (which never
+    holds a key or token).
+    """
+
+    reason: str
+    message: str
+    at: datetime
+    retry_after_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppSnapshot:
+    """Everything known about one APP after its latest poll; replaced, never mutated.
+
+    ``concurrency``/``sessions``/``fetched_at`` are from the last SUCCESSFUL poll (``sessions`` is
+    ``None`` when the APP's list is not polled); ``error`` is set when the latest poll failed and
+    cleared by the next success. Consumers decide freshness with :meth:`is_fresh`: data older than
+    ``stale_after_seconds`` (2 x the poll interval) must not be exported or acted on.
+    """
+
+    app: str
+    app_id: str
+    poll_interval_seconds: float
+    fetched_at: datetime | None = None
+    concurrency: Concurrency | None = None
+    sessions: SessionList | None = None
+    error: PollError | None = None
+    last_attempt_at: datetime | None = None
+    consecutive_failures: int = 0
+    polls: int = 0
+
+    @property
+    def stale_after_seconds(self) -> float:
+        """Data older than this is stale (design.md §8: 2 x the poll interval)."""
+        return 2.0 * self.poll_interval_seconds
+
+    @property
+    def ok(self) -> bool:
+        """The latest poll succeeded."""
+        return self.error is None and self.fetched_at is not None
+
+    def is_fresh(self, now: datetime) -> bool:
+        """The latest poll succeeded and is recent enough to export and act on."""
+        if not self.ok or self.fetched_at is None:
+            return False
+        return (now - self.fetched_at).total_seconds() <= self.stale_after_seconds
 
 
 # --------------------------------------------------------------------------- wire documents
