@@ -8,7 +8,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test check fmt clean
+# Real tools the tests drive (design.md §11), from Debian's packages. A missing tool makes its
+# tests FAIL, so `make test` installs them (as root, or through sudo).
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBS   := prometheus
+
+.PHONY: venv tools demo test check fmt clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "duixwatch needs Python >= 3.11 (set PYTHON=...)")'
@@ -19,10 +24,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  echo "installing Debian packages: $(DEBS)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBS); }
+
 demo: $(STAMP)
 	$(BIN)/duixwatch demo
 
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/pytest
 
 check: $(STAMP)

@@ -310,7 +310,11 @@ def test_an_unreachable_platform_is_exit_1(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", ["sim", "demo"])
 def test_the_simulator_and_demo_exit_0_on_sigterm(command: str, tmp_path: Path) -> None:
-    extra = ["--state-dir", str(tmp_path)] if command == "demo" else []
+    extra = (
+        ["--state-dir", str(tmp_path), "--metrics-listen", "127.0.0.1:0"]
+        if command == "demo"
+        else []
+    )
     with subprocess.Popen(
         [*DUIXWATCH, command, "--listen", "127.0.0.1:0", *extra],
         stdout=subprocess.PIPE,
@@ -320,11 +324,18 @@ def test_the_simulator_and_demo_exit_0_on_sigterm(command: str, tmp_path: Path) 
         assert process.stdout is not None
         first = process.stdout.readline()
         assert "duixwatch" in first
+        rest = [process.stdout.readline() for _ in range(5)] if command == "demo" else []
+        if command == "demo":
+            (line,) = [x for x in rest if x.strip().startswith("metrics")]
+            exposition = httpx.get(line.split()[1], timeout=5)
+            assert exposition.status_code == 200
+            assert "duixwatch_build_info" in exposition.text
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
-        rest = process.stdout.read()
     if command == "demo":
-        assert "/_sim/state" in rest
-        key_files = list((tmp_path / "demo-keys").glob("*.key"))
-        assert len(key_files) == 3
-        assert all(f.stat().st_mode & 0o077 == 0 for f in key_files)
+        (metrics_line,) = [line for line in rest if line.strip().startswith("metrics")]
+        url = metrics_line.split()[1]
+        assert url.startswith("http://127.0.0.1:")
+        assert url.endswith("/metrics")
+        config = tmp_path / "demo.yaml"
+        assert config.stat().st_mode & 0o077 == 0

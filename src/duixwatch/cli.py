@@ -29,8 +29,11 @@ from pydantic import SecretStr
 from duixwatch import __version__, errors, logs, models, settings
 from duixwatch import sim as simulator
 from duixwatch.clock import SystemClock
+from duixwatch.daemon import Daemon
 from duixwatch.duix import DuixClient
 from duixwatch.duix.auth import mint_token
+from duixwatch.server import snapshot_status
+from duixwatch.watcher import poll_once
 
 __all__ = ["main"]
 
@@ -425,40 +428,160 @@ def _own_command() -> str:
 
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
-    """The simulator on loopback, key files for its APPs, and what to try against it."""
-    host, port = args.listen
+    """The simulator and the daemon together on loopback, with a generated config."""
+    sim_host, sim_port = args.listen
+    state_dir = Path(args.state_dir)
+    config_path = state_dir / "demo.yaml"
     sim = simulator.Simulator(apps=args.apps, seed=args.seed, clock=SystemClock())
-    keys_dir = Path(args.state_dir) / "demo-keys"
+    clock = SystemClock()
+
+    async def serve() -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with anyio.create_task_group() as tg:
+                bound = await tg.start(simulator.serve, sim, sim_host, sim_port)
+                base = f"http://{sim_host}:{bound}"
+                target = anyio.Path(config_path)
+                try:
+                    await anyio.Path(state_dir).mkdir(parents=True, exist_ok=True)
+                    await target.write_text(simulator.render_config(sim, base_url=base))
+                    await target.chmod(0o600)
+                except OSError as exc:
+                    raise UsageError(f"--state-dir {state_dir}: {exc.strerror or exc}") from None
+                host, port = args.metrics_listen
+                environ = {
+                    **os.environ,
+                    "DUIXWATCH_SERVER__LISTEN": f"{host}:{port}",
+                    "DUIXWATCH_STATE__DIR": str(state_dir),
+                }
+                config = settings.load_config(config_path, environ=environ)
+                daemon = Daemon(
+                    config,
+                    config_path,
+                    clock=clock,
+                    environ=environ,
+                    handle_signals=False,
+                )
+                http_port = await tg.start(daemon.run)
+                url = f"http://{host}:{http_port}"
+                prog = _own_command()
+                out.write(
+                    "duixwatch demo: the DUIX simulator and the daemon on loopback, "
+                    "no credentials needed.\n"
+                    f"  metrics     {url}/metrics\n"
+                    f"  status      {url}/status\n"
+                    f"  health      {url}/healthz   readiness {url}/readyz\n"
+                    f"  simulator   {base}/_sim/state   "
+                    f"({len(sim.apps)} APPs: {', '.join(a.name for a in sim.apps)})\n"
+                    f"  config      {config_path}\n"
+                    f"Try: {prog} once -c {config_path}\n"
+                    "Press Ctrl-C to stop.\n"
+                )
+                out.flush()
+                async for _ in signals:
+                    tg.cancel_scope.cancel()
+                    break
+
     try:
-        keys_dir.mkdir(parents=True, exist_ok=True)
-        for app in sim.apps:
-            key_file = keys_dir / f"{app.name}.key"
-            key_file.write_text(app.app_key + "\n", encoding="utf-8")
-            key_file.chmod(0o600)
+        anyio.run(serve)
     except OSError as exc:
-        raise UsageError(f"--state-dir {args.state_dir}: {exc.strerror or exc}") from None
+        print(f"duixwatch demo: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
 
-    prog = _own_command()
 
-    def ready(bound: int) -> None:
-        base = f"http://{host}:{bound}"
-        first = sim.apps[0]
-        key_file = keys_dir / f"{first.name}.key"
-        out.write(
-            "duixwatch demo: the DUIX simulator on loopback, no credentials needed.\n"
-            f"  simulator         {base}\n"
-            f"  simulator state   {base}/_sim/state\n"
-            f"  APPs              {', '.join(a.name for a in sim.apps)}"
-            f" (appKeys in {keys_dir}/)\n"
-            "Try, in another terminal:\n"
-            f"  {prog} sessions --base-url {base} --app-id {first.app_id}"
-            f" --app-key-file {key_file}\n"
-            f"  {prog} concurrency --base-url {base} --app-id {first.app_id}"
-            f" --app-key-file {key_file}\n"
-            "Press Ctrl-C to stop.\n"
+# --------------------------------------------------------------------------- daemon commands
+
+
+def _load(args: argparse.Namespace) -> settings.Config:
+    return settings.load_config(args.config)
+
+
+def _configure_logs(args: argparse.Namespace, config: settings.Config | None) -> None:
+    """Flag, then $DUIXWATCH_LOG_LEVEL, then the config file, then ``info``."""
+    level = args.log_level or os.environ.get("DUIXWATCH_LOG_LEVEL")
+    fmt = args.log_format
+    if config is not None:
+        level = level or config.daemon.log_level
+        fmt = fmt or config.daemon.log_format
+    fmt = fmt or "auto"
+    logs.configure(json=None if fmt == "auto" else fmt == "json", level=level or "info")
+
+
+def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    config = _load(args)
+    names = ", ".join(a.name for a in config.apps)
+    policies = len(config.policies)
+    enforcement = "ENABLED" if config.enforcement.enabled else "disabled"
+    out.write(
+        f"{args.config}: OK - {len(config.apps)} app(s) ({names}), "
+        f"{policies} polic{'y' if policies == 1 else 'ies'}; enforcement {enforcement}\n"
+    )
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    config = _load(args)
+    _configure_logs(args, config)
+    daemon = Daemon(
+        config,
+        Path(args.config),
+        clock=SystemClock(),
+        watch_config_seconds=args.watch_config,
+    )
+    try:
+        anyio.run(daemon.run)
+    except OSError as exc:
+        print(
+            f"duixwatch run: cannot listen on {config.server.listen}: {exc.strerror or exc}",
+            file=sys.stderr,
         )
+        return EXIT_FAILURE
+    return EXIT_OK
 
-    return _serve_until_signal(sim, host, port, ready, out)
+
+def _cmd_once(args: argparse.Namespace, out: TextIO) -> int:
+    config = _load(args)
+    clock = SystemClock()
+
+    async def poll_all() -> list[models.AppSnapshot]:
+        results: dict[str, models.AppSnapshot] = {}
+        async with DuixClient(config.duix, clock=clock) as client:
+
+            async def one(app: settings.AppConfig) -> None:
+                results[app.name] = await poll_once(app, client, clock=clock, first_seen={})
+
+            async with anyio.create_task_group() as tg:
+                for app in config.apps:
+                    tg.start_soon(one, app)
+        return [results[a.name] for a in config.apps]
+
+    snapshots = anyio.run(poll_all)
+    now = clock.now()
+    if args.output == "json":
+        _print_json([snapshot_status(s, now) for s in snapshots], out)
+    else:
+        rows = []
+        for snap in snapshots:
+            entry = snapshot_status(snap, now, with_sessions=False)
+            sessions = entry["sessions"] or {}
+            conc = entry["concurrency"] or {}
+            error = snap.error
+            rows.append(
+                (
+                    snap.app,
+                    snap.app_id,
+                    "up" if entry["up"] else "DOWN",
+                    sessions.get("count", "-"),
+                    conc.get("user_concurrent_number", "-"),
+                    conc.get("total_concurrent_number", "-"),
+                    _age(sessions.get("oldest_age_seconds")),
+                    f"{error.reason}: {error.message}" if error else "",
+                )
+            )
+        _print_table(
+            ("APP", "APP ID", "STATE", "SESSIONS", "USER", "TOTAL", "OLDEST", "ERROR"), rows, out
+        )
+    return EXIT_FAILURE if any(s.error is not None for s in snapshots) else EXIT_OK
 
 
 # --------------------------------------------------------------------------- parser
@@ -479,15 +602,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"duixwatch {__version__}")
     parser.add_argument(
         "--log-level",
-        default=os.environ.get("DUIXWATCH_LOG_LEVEL", "info"),
         choices=("debug", "info", "warning", "error"),
-        help="log level (default: $DUIXWATCH_LOG_LEVEL or info)",
+        help="log level (default: $DUIXWATCH_LOG_LEVEL, else the config's daemon.log_level, "
+        "else info)",
     )
     parser.add_argument(
         "--log-format",
         choices=("auto", "json", "console"),
-        default="auto",
-        help="JSON lines, console, or auto: console on a terminal, JSON otherwise",
+        help="JSON lines, console, or auto: console on a terminal, JSON otherwise (default: "
+        "the config's daemon.log_format, else auto)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -571,13 +694,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(plain=_cmd_sim)
 
-    p = command("demo", "run the simulator on loopback and show what to try against it")
+    p = command("run", "run the daemon: poll, export metrics, serve /status")
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (YAML)")
+    p.add_argument(
+        "--watch-config",
+        type=float,
+        nargs="?",
+        const=5.0,
+        metavar="SECONDS",
+        help="also reload when the file changes, checking every SECONDS (default 5)",
+    )
+    p.set_defaults(plain=_cmd_run)
+
+    p = command(
+        "once", "poll every configured APP once and print the result (exit 1 if any failed)"
+    )
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (YAML)")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.set_defaults(plain=_cmd_once)
+
+    p = command("check", "validate a config file and its policies (exit 2 on error)")
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (YAML)")
+    p.set_defaults(plain=_cmd_check)
+
+    p = command("demo", "run the simulator and the daemon together on loopback")
     p.add_argument(
         "--listen",
         type=_parse_listen,
         default=("127.0.0.1", 8088),
         metavar="HOST:PORT",
         help="simulator address (default 127.0.0.1:8088)",
+    )
+    p.add_argument(
+        "--metrics-listen",
+        type=_parse_listen,
+        default=("127.0.0.1", 9814),
+        metavar="HOST:PORT",
+        help="daemon address: /metrics, /status (default 127.0.0.1:9814)",
     )
     p.add_argument("--apps", type=int, default=3, help="number of simulated APPs (default 3)")
     p.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
@@ -594,10 +747,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     """Run the command line; returns the exit code."""
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
-    logs.configure(
-        json=None if args.log_format == "auto" else args.log_format == "json",
-        level=args.log_level,
-    )
+    _configure_logs(args, None)
     try:
         if getattr(args, "handler", None) is not None:
             return _run_client_command(args.handler, args, out)

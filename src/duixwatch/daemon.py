@@ -1,0 +1,235 @@
+"""Wiring: one anyio task group holding the poll loops, the HTTP surface and the signal handler.
+
+Data flows one way (design.md §3): settings -> fleet of poll loops -> DUIX client -> snapshot
+store -> (metrics, /status). This module builds those collaborators (or takes them injected:
+``clock``, ``registry``, ``transport``), starts every task with ``await tg.start(...)`` so that
+"started" means listening and polling, and owns the lifecycle:
+
+* SIGHUP, or a changed file with ``daemon.watch_config_seconds`` > 0, reloads: the new file is
+  validated first; on any error the old configuration keeps running and
+  ``duixwatch_config_last_reload_successful`` drops to 0; on success loops are started, stopped
+  or restarted to match it (a new ``duix:`` section gets a new client);
+* SIGTERM/SIGINT stop scheduling and cancel the task group: reads are abandoned, writes run
+  shielded within their own timeout (see :mod:`duixwatch.duix.client`), the HTTP server closes
+  its connections; the whole stop is bounded by ``daemon.shutdown_timeout_seconds``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import signal
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+from anyio.abc import TaskStatus
+from prometheus_client import CollectorRegistry
+
+from duixwatch import __version__, asgi, errors, metrics, models, server, settings
+from duixwatch.clock import Clock
+from duixwatch.duix import DuixClient
+from duixwatch.store import SnapshotStore
+from duixwatch.watcher import Fleet
+
+__all__ = ["Daemon"]
+
+log = structlog.get_logger("duixwatch.daemon")
+
+
+def _fingerprint(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+class Daemon:
+    """The long-running process behind ``duixwatch run``."""
+
+    def __init__(
+        self,
+        config: settings.Config,
+        config_path: Path,
+        *,
+        clock: Clock,
+        registry: CollectorRegistry | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        environ: Mapping[str, str] | None = None,
+        rng: random.Random | None = None,
+        handle_signals: bool = True,
+        watch_config_seconds: float | None = None,
+    ) -> None:
+        self._config = config
+        self._watch_override = watch_config_seconds
+        self._path = config_path
+        self._clock = clock
+        self._transport = transport
+        self._environ = environ
+        self._handle_signals = handle_signals
+        self._store = SnapshotStore()
+        registry = registry if registry is not None else CollectorRegistry()
+        self._metrics = metrics.Metrics(
+            registry, snapshots=self._store.all, clock=clock, version=__version__
+        )
+        self._registry = registry
+        self._fleet = Fleet(
+            self._store,
+            clock=clock,
+            rng=rng or random.Random(),
+            on_poll_error=self._metrics.poll_failed,
+        )
+        self._client = self._new_client(config)
+        self._fingerprint = _fingerprint(config_path)
+        self._started_at = clock.now()
+        self._last_reload: dict[str, Any] = {"ok": True, "at": self._started_at.isoformat()}
+        self._cancel: anyio.CancelScope | None = None
+        self.port: int | None = None
+
+    # ------------------------------------------------------------------ DaemonView
+
+    def snapshots(self) -> Sequence[models.AppSnapshot]:
+        return self._store.all()
+
+    def pending(self) -> Sequence[str]:
+        return self._store.pending()
+
+    def overdue(self) -> Sequence[str]:
+        duix = self._config.duix
+        # A poll may legitimately run for every retry of both calls before it is late.
+        grace = duix.request_timeout_seconds * (duix.read_retries + 1) * 2 + 30.0
+        return self._fleet.overdue(grace_seconds=grace)
+
+    def info(self) -> Mapping[str, Any]:
+        enforcement = self._config.enforcement
+        return {
+            "version": __version__,
+            "started_at": self._started_at.isoformat(),
+            "config_file": str(self._path),
+            "last_reload": dict(self._last_reload),
+            "enforcement_enabled": enforcement.enabled,
+            "apps_configured": len(self._config.apps),
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _new_client(self, config: settings.Config) -> DuixClient:
+        return DuixClient(
+            config.duix,
+            clock=self._clock,
+            transport=self._transport,
+            observer=self._metrics.observe_request,
+        )
+
+    @property
+    def config(self) -> settings.Config:
+        """The configuration in force."""
+        return self._config
+
+    async def run(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve and poll until stopped; ``task_status.started(http_port)``."""
+        config = self._config
+        self._publish_config(config)
+        log.info(
+            "starting",
+            version=__version__,
+            config_file=str(self._path),
+            config=settings.mask(config),
+        )
+        app = server.create_app(registry=self._registry, view=self, clock=self._clock)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._cancel = tg.cancel_scope
+                if self._handle_signals:
+                    await tg.start(self._signals)
+                await tg.start(self._fleet.run)
+                await self._fleet.apply(config.apps, self._client, config.daemon)
+                self.port = await tg.start(asgi.serve, app, config.server.host, config.server.port)
+                if self._watch_interval() > 0:
+                    tg.start_soon(self._watch_config)
+                log.info("listening", address=f"{config.server.host}:{self.port}")
+                task_status.started(self.port)
+        finally:
+            with anyio.move_on_after(self._config.daemon.shutdown_timeout_seconds, shield=True):
+                await self._client.aclose()
+            log.info("stopped")
+
+    def stop(self) -> None:
+        """Stop scheduling and shut down (what SIGTERM does)."""
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        with anyio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self.reload(trigger="SIGHUP")
+                else:
+                    log.info("shutting_down", signal=signal.Signals(signum).name)
+                    self.stop()
+                    return
+
+    def _watch_interval(self) -> float:
+        if self._watch_override is not None:
+            return self._watch_override
+        return self._config.daemon.watch_config_seconds
+
+    async def _watch_config(self) -> None:
+        """Reload when the file's content changes (for platforms without SIGHUP, e.g. a
+        Kubernetes ConfigMap update)."""
+        while (interval := self._watch_interval()) > 0:  # a reload may turn it off
+            await self._clock.sleep(interval)
+            current = await anyio.to_thread.run_sync(_fingerprint, self._path)
+            if current is not None and current != self._fingerprint:
+                await self.reload(trigger="file changed")
+
+    async def reload(self, *, trigger: str = "request") -> bool:
+        """Validate the file again and swap it in; keep the old configuration on any error."""
+        self._fingerprint = await anyio.to_thread.run_sync(_fingerprint, self._path)
+        try:
+            new = await anyio.to_thread.run_sync(
+                lambda: settings.load_config(self._path, environ=self._environ)
+            )
+        except errors.ConfigError as exc:
+            self._last_reload = {
+                "ok": False,
+                "at": self._clock.now().isoformat(),
+                "error": str(exc),
+            }
+            self._metrics.config_reloaded(False, at=self._clock.now())
+            # An expected failure: the message names file, line and key; a traceback adds noise.
+            log.error("config_reload_failed", trigger=trigger, error=str(exc))  # noqa: TRY400
+            return False
+        old = self._config
+        old_client = self._client
+        if new.duix != old.duix:
+            self._client = self._new_client(new)
+        if new.server.listen != old.server.listen:
+            log.warning(
+                "config_reload_partial",
+                detail="server.listen changes take effect after a restart",
+                listen=old.server.listen,
+            )
+        self._publish_config(new)  # first: stragglers of removed APPs are then ignored
+        await self._fleet.apply(new.apps, self._client, new.daemon)
+        self._config = new
+        if self._client is not old_client:
+            await old_client.aclose()
+        self._last_reload = {"ok": True, "at": self._clock.now().isoformat()}
+        log.info(
+            "config_reloaded",
+            trigger=trigger,
+            apps=len(new.apps),
+            added=sorted({a.name for a in new.apps} - {a.name for a in old.apps}),
+            removed=sorted({a.name for a in old.apps} - {a.name for a in new.apps}),
+        )
+        return True
+
+    def _publish_config(self, config: settings.Config) -> None:
+        self._metrics.set_apps(app.name for app in config.apps)
+        self._metrics.set_enforcement_enabled(config.enforcement.enabled)
+        self._metrics.config_reloaded(True, at=self._clock.now())

@@ -1,0 +1,190 @@
+"""The daemon's HTTP surface (design.md §7): read-only views, one listener.
+
+* ``/metrics`` — the registry, Prometheus text format or OpenMetrics by content negotiation;
+* ``/healthz`` — 200 while every poll loop is alive (none is overdue), else 503;
+* ``/readyz``  — 200 once the configuration is loaded and every APP has been polled once;
+* ``/status``  — JSON per APP (last poll, numbers, sessions with ages, last error) plus daemon
+  facts (version, config file, last reload); a browser (``Accept: text/html``) gets a plain HTML
+  table. ``?app=NAME`` narrows to one APP, ``?sessions=0`` leaves the session lists out.
+
+No endpoint changes anything: every route is GET (and HEAD). The daemon hands the app a
+:class:`DaemonView`, so this module never reaches into the daemon's internals.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from duixwatch import metrics, models
+from duixwatch.clock import Clock
+
+__all__ = ["DaemonView", "create_app", "snapshot_status"]
+
+
+class DaemonView(Protocol):
+    """What the HTTP surface may see of the running daemon."""
+
+    def snapshots(self) -> Sequence[models.AppSnapshot]:
+        """The latest snapshot of every configured APP."""
+
+    def pending(self) -> Sequence[str]:
+        """APPs not polled yet (not ready while any)."""
+
+    def overdue(self) -> Sequence[str]:
+        """APPs whose poll loop is stuck (not healthy while any)."""
+
+    def info(self) -> Mapping[str, Any]:
+        """Daemon facts for /status: version, config file, last reload …"""
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def snapshot_status(
+    snap: models.AppSnapshot, now: datetime, *, with_sessions: bool = True
+) -> dict[str, Any]:
+    """One APP's entry of ``/status`` (JSON-able; never a key or token)."""
+    entry: dict[str, Any] = {
+        "app": snap.app,
+        "app_id": snap.app_id,
+        "up": snap.is_fresh(now),
+        "poll_interval_seconds": snap.poll_interval_seconds,
+        "last_attempt_at": _iso(snap.last_attempt_at),
+        "last_success_at": _iso(snap.fetched_at),
+        "consecutive_failures": snap.consecutive_failures,
+        "error": None
+        if snap.error is None
+        else {
+            "reason": snap.error.reason,
+            "message": snap.error.message,
+            "at": _iso(snap.error.at),
+            "retry_after_seconds": snap.error.retry_after_seconds,
+        },
+        "concurrency": None
+        if snap.concurrency is None
+        else {
+            "total_concurrent_number": snap.concurrency.total_concurrent_number,
+            "user_concurrent_number": snap.concurrency.user_concurrent_number,
+        },
+        "sessions": None,
+    }
+    if snap.sessions is not None:
+        ages = [a for s in snap.sessions.sessions if (a := s.age_seconds(now)) is not None]
+        entry["sessions"] = {
+            "count": len(snap.sessions),
+            "shape": snap.sessions.shape,
+            "oldest_age_seconds": round(max(ages), 3) if ages else None,
+        }
+        if with_sessions:
+            entry["sessions"]["items"] = [
+                {
+                    "session_id": s.session_id,
+                    "started_at": _iso(s.started_at),
+                    "first_seen_at": _iso(s.first_seen_at),
+                    "age_seconds": None if (a := s.age_seconds(now)) is None else round(a, 3),
+                    "actionable": s.actionable,
+                }
+                for s in snap.sessions.sessions
+            ]
+    return entry
+
+
+def _age_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def _html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> str:
+    esc = html.escape
+    rows = []
+    for e in entries:
+        sessions = e["sessions"] or {}
+        conc = e["concurrency"] or {}
+        error = e["error"]
+        rows.append(
+            "<tr>"
+            f"<td>{esc(e['app'])}</td><td>{esc(e['app_id'])}</td>"
+            f"<td class={'up' if e['up'] else 'down'}>{'up' if e['up'] else 'DOWN'}</td>"
+            f"<td>{esc(str(sessions.get('count', '-')))}</td>"
+            f"<td>{esc(str(conc.get('user_concurrent_number', '-')))}</td>"
+            f"<td>{esc(str(conc.get('total_concurrent_number', '-')))}</td>"
+            f"<td>{esc(_age_text(sessions.get('oldest_age_seconds')))}</td>"
+            f"<td>{esc(e['last_success_at'] or 'never')}</td>"
+            f"<td>{esc(error['reason'] + ': ' + error['message']) if error else ''}</td>"
+            "</tr>"
+        )
+    facts = "".join(
+        f"<li>{esc(str(k))}: {esc(str(v))}</li>" for k, v in info.items() if k != "config"
+    )
+    return (
+        "<!doctype html><html><head><meta charset=utf-8><title>duixwatch status</title>"
+        "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+        ".down{color:#b00;font-weight:bold}.up{color:#070}</style></head><body>"
+        f"<h1>duixwatch</h1><ul>{facts}</ul>"
+        "<table><tr><th>app</th><th>app id</th><th>state</th><th>sessions</th>"
+        "<th>user concurrency</th><th>total concurrency</th><th>oldest session</th>"
+        "<th>last success</th><th>last error</th></tr>"
+        + "".join(rows)
+        + "</table><p>JSON: <a href='/status?format=json'>/status?format=json</a> · "
+        "<a href='/metrics'>/metrics</a></p></body></html>"
+    )
+
+
+def create_app(*, registry: CollectorRegistry, view: DaemonView, clock: Clock) -> Starlette:
+    """The ASGI app of the daemon's HTTP surface."""
+
+    async def metrics_endpoint(request: Request) -> Response:
+        body, content_type = metrics.render(registry, request.headers.get("accept"))
+        return Response(body, media_type=content_type)
+
+    async def healthz(_: Request) -> Response:
+        overdue = list(view.overdue())
+        if overdue:
+            return JSONResponse({"status": "unhealthy", "overdue_apps": overdue}, 503)
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        pending = list(view.pending())
+        if pending:
+            return JSONResponse({"status": "not ready", "pending_apps": pending}, 503)
+        return JSONResponse({"status": "ready"})
+
+    async def status(request: Request) -> Response:
+        now = clock.now()
+        wanted = request.query_params.get("app")
+        with_sessions = request.query_params.get("sessions", "1") not in ("0", "false", "no")
+        entries = [
+            snapshot_status(s, now, with_sessions=with_sessions)
+            for s in view.snapshots()
+            if wanted is None or s.app == wanted
+        ]
+        if wanted is not None and not entries:
+            return JSONResponse({"error": f"no app named {wanted!r}"}, 404)
+        info = dict(view.info())
+        accept = request.headers.get("accept", "")
+        if request.query_params.get("format") != "json" and "text/html" in accept:
+            return HTMLResponse(_html(info, entries))
+        return JSONResponse({**info, "now": now.isoformat(), "apps": entries})
+
+    return Starlette(
+        routes=[
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/status", status, methods=["GET"]),
+        ]
+    )

@@ -1,0 +1,211 @@
+"""daemon + server in-process: the simulator through ASGITransport, the HTTP surface on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from duixwatch import settings
+from duixwatch.clock import SystemClock
+from duixwatch.daemon import Daemon
+from duixwatch.sim import Simulator, create_app
+
+WAIT_SECONDS = 10
+
+
+def write_config(path: Path, sim: Simulator, *, apps: int | None = None, **extra: Any) -> Path:
+    doc: dict[str, Any] = {
+        "duix": {"base_url": "http://sim.test", "max_requests_per_second": 1000},
+        "apps": [
+            {
+                "app_id": a.app_id,
+                "name": a.name,
+                "app_key": a.app_key,
+                "poll_interval_seconds": 1,
+            }
+            for a in sim.apps[: apps or len(sim.apps)]
+        ],
+        "server": {"listen": "127.0.0.1:0"},
+        "state": {"dir": str(path.parent / "state")},
+    }
+    doc.update(extra)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@asynccontextmanager
+async def running(
+    sim: Simulator, config_path: Path
+) -> AsyncIterator[tuple[Daemon, httpx.AsyncClient]]:
+    config = settings.load_config(config_path, environ={})
+    daemon = Daemon(
+        config,
+        config_path,
+        clock=SystemClock(),
+        registry=CollectorRegistry(),
+        transport=httpx.ASGITransport(app=create_app(sim)),
+        environ={},
+        handle_signals=False,
+    )
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(daemon.run)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            yield daemon, http
+        daemon.stop()
+
+
+async def wait_for(http: httpx.AsyncClient, path: str, status: int = 200) -> httpx.Response:
+    with anyio.fail_after(WAIT_SECONDS):
+        while True:
+            response = await http.get(path)
+            if response.status_code == status:
+                return response
+            await anyio.sleep(0.05)
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(text: str, name: str, **labels: str) -> float | None:
+    return samples(text).get((name, tuple(sorted(labels.items()))))
+
+
+@pytest.fixture
+def sim() -> Simulator:
+    return Simulator(apps=3, seed=21, clock=SystemClock(), workload=False)
+
+
+async def test_ready_after_every_app_is_polled_and_metrics_match_the_simulator(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    for index, ages in enumerate([(30, 400), (5,), ()]):
+        for age in ages:
+            sim.add_session(sim.apps[index].app_id, age_seconds=age)
+    async with running(sim, write_config(tmp_path / "c.yaml", sim)) as (_daemon, http):
+        assert (await http.get("/healthz")).status_code == 200
+        await wait_for(http, "/readyz")
+        text = (await http.get("/metrics")).text
+        for index, app in enumerate(sim.apps):
+            assert value(text, "duix_up", app=app.name) == 1
+            assert value(text, "duix_app_sessions", app=app.name) == len(
+                sim.live_sessions(app.app_id)
+            )
+            assert (
+                value(text, "duix_app_concurrency_total_number", app=app.name)
+                == app.concurrency_limit
+            )
+            assert value(text, "duix_app_concurrency_user", app=app.name) == len(
+                sim.live_sessions(app.app_id)
+            )
+            oldest = value(text, "duix_app_oldest_session_age_seconds", app=app.name)
+            expected = [400, 5, None][index]
+            if expected is None:
+                assert oldest is None
+            else:
+                assert oldest == pytest.approx(expected, abs=2)
+        assert value(text, "duixwatch_config_last_reload_successful") == 1
+        assert value(text, "duixwatch_enforcement_enabled") == 0
+
+
+async def test_status_shows_every_app_in_json_and_html(sim: Simulator, tmp_path: Path) -> None:
+    session = sim.add_session(sim.apps[0].app_id, age_seconds=60)
+    async with running(sim, write_config(tmp_path / "c.yaml", sim)) as (_daemon, http):
+        await wait_for(http, "/readyz")
+        doc = (await http.get("/status")).json()
+        assert [a["app"] for a in doc["apps"]] == [a.name for a in sim.apps]
+        first = doc["apps"][0]
+        assert first["up"] is True
+        assert first["sessions"]["items"][0]["session_id"] == session.session_id
+        assert first["sessions"]["items"][0]["age_seconds"] == pytest.approx(60, abs=3)
+        narrowed = await http.get("/status", params={"app": sim.apps[1].name, "sessions": "0"})
+        assert [a["app"] for a in narrowed.json()["apps"]] == [sim.apps[1].name]
+        assert "items" not in narrowed.json()["apps"][0]["sessions"]
+        page = await http.get("/status", headers={"accept": "text/html"})
+        assert page.headers["content-type"].startswith("text/html")
+        assert all(a.name in page.text for a in sim.apps)
+        for app in sim.apps:
+            assert app.app_key not in page.text
+            assert app.app_key not in (await http.get("/status")).text
+        assert (await http.post("/status")).status_code == 405
+
+
+async def test_a_failing_app_exports_up_0_and_no_values(sim: Simulator, tmp_path: Path) -> None:
+    async with running(sim, write_config(tmp_path / "c.yaml", sim)) as (_daemon, http):
+        await wait_for(http, "/readyz")
+        bad = sim.apps[0]
+        sim.faults.set(bad.app_id, "*", status=503)
+        with anyio.fail_after(WAIT_SECONDS):
+            while True:
+                text = (await http.get("/metrics")).text
+                errors = value(text, "duixwatch_poll_errors_total", app=bad.name, reason="server")
+                if value(text, "duix_up", app=bad.name) == 0 and errors:
+                    break
+                await anyio.sleep(0.1)
+        for name in (
+            "duix_app_sessions",
+            "duix_app_concurrency_total_number",
+            "duix_app_concurrency_user",
+        ):
+            assert value(text, name, app=bad.name) is None
+        assert value(text, "duix_app_last_poll_success_timestamp_seconds", app=bad.name)
+        assert value(text, "duix_up", app=sim.apps[1].name) == 1
+        assert (await http.get("/status")).json()["apps"][0]["error"]["reason"] == "server"
+
+
+async def test_reload_adds_and_removes_apps_and_a_bad_file_keeps_the_old_config(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    path = write_config(tmp_path / "c.yaml", sim, apps=2)
+    async with running(sim, path) as (daemon, http):
+        await wait_for(http, "/readyz")
+        first, second, third = sim.apps
+        # swap the second APP for the third
+        doc = yaml.safe_load(path.read_text())
+        doc["apps"][1] = {
+            "app_id": third.app_id,
+            "name": third.name,
+            "app_key": third.app_key,
+            "poll_interval_seconds": 1,
+        }
+        path.write_text(yaml.safe_dump(doc))
+        assert await daemon.reload() is True
+        await wait_for(http, "/readyz")
+        text = (await http.get("/metrics")).text
+        assert value(text, "duix_up", app=third.name) == 1
+        assert value(text, "duix_up", app=second.name) is None
+        assert all(second.name not in line for line in text.splitlines() if "app=" in line)
+
+        path.write_text("apps: [\n")  # broken YAML
+        assert await daemon.reload() is False
+        text = (await http.get("/metrics")).text
+        assert value(text, "duixwatch_config_last_reload_successful") == 0
+        assert value(text, "duix_up", app=first.name) == 1
+        assert [a.name for a in daemon.config.apps] == [first.name, third.name]
+        status = (await http.get("/status")).json()
+        assert status["last_reload"]["ok"] is False
+        assert "c.yaml" in status["last_reload"]["error"]
+
+
+async def test_watch_config_reloads_on_change(sim: Simulator, tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.yaml", sim, apps=1, daemon={"watch_config_seconds": 0.1})
+    async with running(sim, path) as (daemon, http):
+        await wait_for(http, "/readyz")
+        write_config(path, sim, apps=2, daemon={"watch_config_seconds": 0.1})
+        with anyio.fail_after(WAIT_SECONDS):
+            while len(daemon.config.apps) != 2:
+                await anyio.sleep(0.05)
+        await wait_for(http, "/readyz")
