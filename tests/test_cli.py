@@ -339,3 +339,77 @@ def test_the_simulator_and_demo_exit_0_on_sigterm(command: str, tmp_path: Path) 
         assert url.endswith("/metrics")
         config = tmp_path / "demo.yaml"
         assert config.stat().st_mode & 0o077 == 0
+
+
+EXAMPLE = Path(__file__).parent.parent / "deploy" / "duixwatch.example.yaml"
+
+
+def test_check_accepts_the_example_config(tmp_path: Path) -> None:
+    (tmp_path / "lobby-kiosk.key").write_text("k" * 32)
+    result = run(
+        "check",
+        "-c",
+        str(EXAMPLE),
+        env={"DUIX_APP_KEY_FRONTDESK": "f" * 32, "CREDENTIALS_DIRECTORY": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "OK - 2 app(s) (frontdesk, lobby-kiosk), 2 policies; enforcement disabled" in (
+        result.stdout
+    )
+
+
+def test_check_rejects_a_bad_file_naming_file_line_and_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        'apps:\n  - app_id: "1"\n    app_key: k\n    poll_interval_seconds: 0\n    colour: red\n'
+    )
+    result = run("check", "-c", str(config))
+    assert result.returncode == 2
+    assert f"{config}:4: apps[0].poll_interval_seconds" in result.stderr
+    assert f"{config}:5: apps[0].colour" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def sim_config(running_sim: RunningSim, tmp_path: Path, *, break_key_of: int | None = None) -> Path:
+    printed = run(
+        "sim",
+        "--apps",
+        str(APPS),
+        "--seed",
+        str(SEED),
+        "--print-config",
+        "--listen",
+        running_sim.base_url.removeprefix("http://"),
+    )
+    doc = yaml.safe_load(printed.stdout)
+    if break_key_of is not None:
+        doc["apps"][break_key_of]["app_key"] = "wrong-" + "x" * 30
+    path = tmp_path / "duixwatch.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_once_polls_every_app_and_prints_a_table_or_json(
+    running_sim: RunningSim, tmp_path: Path
+) -> None:
+    config = sim_config(running_sim, tmp_path)
+    table = run("once", "-c", str(config))
+    assert table.returncode == 0, table.stderr
+    for app in running_sim.apps:
+        assert app["name"] in table.stdout
+    as_json = run("once", "-c", str(config), "-o", "json")
+    entries = json.loads(as_json.stdout)
+    state = {a["app_id"]: a for a in running_sim.state()["apps"]}
+    for entry in entries:
+        assert entry["up"] is True
+        assert entry["sessions"]["count"] == len(state[entry["app_id"]]["sessions"])
+
+
+def test_once_exits_1_when_an_app_fails(running_sim: RunningSim, tmp_path: Path) -> None:
+    config = sim_config(running_sim, tmp_path, break_key_of=1)
+    result = run("once", "-c", str(config))
+    assert result.returncode == 1
+    broken = running_sim.apps[1]["name"]
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith(broken)]
+    assert "DOWN" in line
+    assert "auth" in line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,16 +45,17 @@ def write_config(path: Path, sim: Simulator, *, apps: int | None = None, **extra
 
 @asynccontextmanager
 async def running(
-    sim: Simulator, config_path: Path
+    sim: Simulator, config_path: Path, environ: dict[str, str] | None = None
 ) -> AsyncIterator[tuple[Daemon, httpx.AsyncClient]]:
-    config = settings.load_config(config_path, environ={})
+    environ = environ or {}
+    config = settings.load_config(config_path, environ=environ)
     daemon = Daemon(
         config,
         config_path,
         clock=SystemClock(),
         registry=CollectorRegistry(),
         transport=httpx.ASGITransport(app=create_app(sim)),
-        environ={},
+        environ=environ,
         handle_signals=False,
     )
     async with anyio.create_task_group() as tg:
@@ -209,3 +211,29 @@ async def test_watch_config_reloads_on_change(sim: Simulator, tmp_path: Path) ->
             while len(daemon.config.apps) != 2:
                 await anyio.sleep(0.05)
         await wait_for(http, "/readyz")
+
+
+async def test_systemd_hears_ready_reloading_and_stopping(sim: Simulator, tmp_path: Path) -> None:
+    """Type=notify: READY=1 once listening, RELOADING=1/READY=1 around a reload, STOPPING=1."""
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(address)
+        receiver.setblocking(False)
+
+        def messages() -> list[str]:
+            out = []
+            while True:
+                try:
+                    out.append(receiver.recv(4096).decode())
+                except BlockingIOError:
+                    return out
+
+        path = write_config(tmp_path / "c.yaml", sim, apps=1)
+        async with running(sim, path, {"NOTIFY_SOCKET": address}) as (daemon, _http):
+            (ready,) = messages()
+            assert ready.startswith("READY=1\n")
+            await daemon.reload()
+            reloading, ready_again = messages()
+            assert reloading.startswith("RELOADING=1\nMONOTONIC_USEC=")
+            assert ready_again.startswith("READY=1")
+        assert messages() == ["STOPPING=1"]

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import structlog
 from pydantic import SecretStr
 
 from duixwatch import models, settings
@@ -334,3 +335,32 @@ async def test_overdue_names_a_stuck_loop_only(vclock: VirtualClock) -> None:
             assert fleet.overdue(grace_seconds=30) == []
             await vclock.advance(60)
             assert fleet.overdue(grace_seconds=30) == [apps[0].name]
+
+
+async def test_logs_say_one_thing_per_failure_and_one_on_recovery_never_per_success(
+    vclock: VirtualClock,
+) -> None:
+    sim = Simulator(apps=1, seed=2, clock=vclock, workload=False)
+    app = app_config(sim, 0, poll_interval_seconds=10)
+    sim.add_session(app.app_id)
+    with (
+        structlog.testing.capture_logs(
+            processors=[structlog.contextvars.merge_contextvars]
+        ) as logs,
+        anyio.fail_after(10),
+    ):
+        async with running_fleet(sim, vclock, [app]):
+            await vclock.advance(50)  # about five good polls
+            sim.faults.set(app.app_id, "*", status=503, times=4)  # two failed polls
+            await vclock.advance(100)
+    events = [(e["event"], e.get("app")) for e in logs]
+    assert events == [
+        ("session_list_shape", app.name),
+        ("poll_failed", app.name),
+        ("poll_failed", app.name),
+        ("poll_recovered", app.name),
+    ]
+    failed = [e for e in logs if e["event"] == "poll_failed"]
+    assert [e["consecutive_failures"] for e in failed] == [1, 2]
+    assert all(e["reason"] == "server" for e in failed)
+    assert all(app.app_key.get_secret_value() not in repr(e) for e in logs)

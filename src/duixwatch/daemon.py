@@ -11,14 +11,21 @@ store -> (metrics, /status). This module builds those collaborators (or takes th
   or restarted to match it (a new ``duix:`` section gets a new client);
 * SIGTERM/SIGINT stop scheduling and cancel the task group: reads are abandoned, writes run
   shielded within their own timeout (see :mod:`duixwatch.duix.client`), the HTTP server closes
-  its connections; the whole stop is bounded by ``daemon.shutdown_timeout_seconds``.
+  its connections; the whole stop is bounded by ``daemon.shutdown_timeout_seconds``;
+* under systemd (``Type=notify``) it tells the service manager ``READY=1`` once the HTTP
+  surface listens and every poll loop has started, ``RELOADING=1``/``READY=1`` around a reload
+  and ``STOPPING=1`` when it stops (the sd_notify datagram protocol; a no-op without
+  ``$NOTIFY_SOCKET``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import signal
+import socket
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +45,23 @@ from duixwatch.watcher import Fleet
 __all__ = ["Daemon"]
 
 log = structlog.get_logger("duixwatch.daemon")
+
+
+def sd_notify(message: str, environ: Mapping[str, str]) -> bool:
+    """Send one sd_notify datagram to ``$NOTIFY_SOCKET``; False when there is none or it failed."""
+    address = environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("sd_notify_failed", error=str(exc))
+        return False
+    return True
 
 
 def _fingerprint(path: Path) -> str | None:
@@ -69,6 +93,7 @@ class Daemon:
         self._clock = clock
         self._transport = transport
         self._environ = environ
+        self._process_env: Mapping[str, str] = environ if environ is not None else os.environ
         self._handle_signals = handle_signals
         self._store = SnapshotStore()
         registry = registry if registry is not None else CollectorRegistry()
@@ -151,8 +176,10 @@ class Daemon:
                 if self._watch_interval() > 0:
                     tg.start_soon(self._watch_config)
                 log.info("listening", address=f"{config.server.host}:{self.port}")
+                sd_notify(f"READY=1\nSTATUS=watching {len(config.apps)} app(s)", self._process_env)
                 task_status.started(self.port)
         finally:
+            sd_notify("STOPPING=1", self._process_env)
             with anyio.move_on_after(self._config.daemon.shutdown_timeout_seconds, shield=True):
                 await self._client.aclose()
             log.info("stopped")
@@ -189,6 +216,16 @@ class Daemon:
 
     async def reload(self, *, trigger: str = "request") -> bool:
         """Validate the file again and swap it in; keep the old configuration on any error."""
+        usec = int(time.monotonic() * 1_000_000)  # systemd compares with CLOCK_MONOTONIC
+        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}", self._process_env)
+        try:
+            return await self._reload(trigger)
+        finally:
+            sd_notify(
+                f"READY=1\nSTATUS=watching {len(self._config.apps)} app(s)", self._process_env
+            )
+
+    async def _reload(self, trigger: str) -> bool:
         self._fingerprint = await anyio.to_thread.run_sync(_fingerprint, self._path)
         try:
             new = await anyio.to_thread.run_sync(
