@@ -69,9 +69,51 @@ def test_the_example_file_is_inert(tmp_path: Path) -> None:
     cfg = settings.load_config(EXAMPLE, environ=environ)
     assert cfg.enforcement.enabled is False
     assert cfg.enforcement.allow_close_all is False
-    assert cfg.policies
-    assert all(policy["dry_run"] is True for policy in cfg.policies)
-    assert all(policy["action"] != "close_all" for policy in cfg.policies)
+    assert [policy.name for policy in cfg.policies] == ["max-session-age", "quota-guard"]
+    assert all(policy.dry_run is True for policy in cfg.policies)
+    assert all(policy.action != "close_all" for policy in cfg.policies)
+    assert all(policy.notify == () for policy in cfg.policies)
+    assert all(policy.selects(app) for policy in cfg.policies for app in cfg.apps)
+
+
+def _uncomment(text: str, first: str) -> str:
+    """``text`` with the comment block starting at the line ``first`` (``# first``) uncommented:
+    the block's lines lose their ``# `` and keep their indentation and trailing comments."""
+    lines = text.splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.strip() == f"# {first}")
+    indent = lines[start].index("#")
+    end = start
+    while end < len(lines) and lines[end].startswith(" " * indent + "# "):
+        if end > start and not lines[end].startswith(" " * indent + "#   "):
+            break
+        end += 1
+    for i in range(start, end):
+        lines[i] = lines[i][:indent] + lines[i][indent + 2 :]
+    return "".join(lines)
+
+
+def test_the_commented_examples_of_the_example_file_load_when_uncommented(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "lobby-kiosk.key").write_text("lobby-key")
+    text = _uncomment(_uncomment(EXAMPLE.read_text(), "notify:"), "- name: emergency-drain")
+    assert "\n    notify:\n      - url: ${SLACK_WEBHOOK_URL}" in text
+    assert "\n  - name: emergency-drain\n    apps: [frontdesk]\n" in text
+    text = text.replace("allow_close_all: false", "allow_close_all: true")
+    hook = "https://hooks.slack.com/services/T000/B000/zz-SECRET-hook"
+    environ = {
+        "DUIX_APP_KEY_FRONTDESK": SECRET,
+        "CREDENTIALS_DIRECTORY": str(tmp_path),
+        "SLACK_WEBHOOK_URL": hook,
+    }
+    cfg = settings.load_config(write(tmp_path, text), environ=environ)
+    age, quota, drain = cfg.policies
+    assert age.notify == (settings.NotifyTarget(url=hook, headers={}, timeout_seconds=5),)
+    assert quota.notify == ()
+    assert drain.action == "close_all"
+    assert drain.confirm_app_id == cfg.app("frontdesk").app_id
+    assert drain.dry_run is True
+    assert "zz-SECRET-hook" not in json.dumps(settings.mask(cfg))
 
 
 def test_the_example_file_sets_every_key_of_the_contract() -> None:
@@ -89,6 +131,9 @@ def test_the_example_file_sets_every_key_of_the_contract() -> None:
         | keys(settings.StateSettings)
         | keys(settings.EnforcementSettings)
         | keys(settings.DaemonSettings)
+        | keys(settings.PolicyConfig)
+        | keys(settings.PolicyMatch)
+        | keys(settings.NotifyTarget)
         | (keys(settings.Config) - {"source"})
     )
     missing = [key for key in sorted(expected) if f"{key}:" not in text]
@@ -519,8 +564,22 @@ def test_a_variable_can_hold_a_number(tmp_path: Path) -> None:
 
 
 def test_a_variable_in_a_policy_expands_too(tmp_path: Path) -> None:
-    text = MINIMAL + "policies:\n  - name: p\n    note: ${WHO}\n"
-    assert load(tmp_path, text, WHO="ops").policies[0]["note"] == "ops"
+    text = MINIMAL + (
+        "policies:\n"
+        "  - name: p\n"
+        "    match:\n"
+        "      max_sessions: ${MAX}\n"
+        "    action: stop_sessions\n"
+        "    notify:\n"
+        "      - url: ${HOOK}\n"
+        "        headers:\n"
+        "          Authorization: Bearer ${TOKEN}\n"
+    )
+    cfg = load(tmp_path, text, MAX="8", HOOK="https://hooks.example.com/x", TOKEN="t0k")
+    [policy] = cfg.policies
+    assert policy.match.max_sessions == 8
+    assert policy.notify[0].url == "https://hooks.example.com/x"
+    assert policy.notify[0].headers == {"Authorization": "Bearer t0k"}
 
 
 @hypothesis_settings(max_examples=200, deadline=None)
@@ -561,7 +620,14 @@ def test_env_sets_a_whole_section_as_json_key_by_key(tmp_path: Path) -> None:
 def test_env_sets_apps_and_policies_as_json(tmp_path: Path) -> None:
     (tmp_path / "k").write_text("file-key")
     apps = [{"app_id": OTHER_ID, "name": "lobby", "app_key_file": "k"}]
-    policies = [{"name": "max-session-age", "dry_run": True}]
+    policies = [
+        {
+            "name": "max-session-age",
+            "match": {"session_age_over_seconds": 2700},
+            "action": "stop_sessions",
+            "dry_run": False,
+        }
+    ]
     cfg = load(
         tmp_path,
         MINIMAL,
@@ -569,7 +635,14 @@ def test_env_sets_apps_and_policies_as_json(tmp_path: Path) -> None:
         DUIXWATCH_POLICIES=json.dumps(policies),
     )
     assert [(a.name, a.app_key.get_secret_value()) for a in cfg.apps] == [("lobby", "file-key")]
-    assert cfg.policies == ({"name": "max-session-age", "dry_run": True},)
+    assert cfg.policies == (
+        settings.PolicyConfig(
+            name="max-session-age",
+            match=settings.PolicyMatch(session_age_over_seconds=2700),
+            action="stop_sessions",
+            dry_run=False,
+        ),
+    )
 
 
 def test_a_bad_env_value_names_the_variable_instead_of_a_line(tmp_path: Path) -> None:
@@ -668,8 +741,8 @@ def test_a_missing_systemd_credential_is_an_error_naming_the_file(tmp_path: Path
 
 # --------------------------------------------------------------------------- policies
 
-
-CLOSE_ALL_APPS = f"""
+#: Two apps on lines 1-7; :func:`with_policy` puts ``policies:`` on line 8.
+TWO_APPS = f"""
 apps:
   - app_id: "{APP_ID}"
     name: frontdesk
@@ -677,17 +750,581 @@ apps:
   - app_id: "{OTHER_ID}"
     name: lobby
     app_key: {SECRET}
-enforcement:
+"""
+AGE = "match: {session_age_over_seconds: 2700}"
+QUOTA = "match: {max_sessions: 8}"
+STOP = "action: stop_sessions"
+
+
+def with_policy(*keys: str, head: str = TWO_APPS) -> str:
+    """``head`` and one policy: ``- name: p`` on line 9, then ``keys`` from line 10 on."""
+    return head + "policies:\n  - name: p\n" + "".join(f"    {key}\n" for key in keys)
+
+
+def test_a_policy_gets_every_default(tmp_path: Path) -> None:
+    [policy] = load(tmp_path, with_policy(AGE, STOP)).policies
+    assert policy == settings.PolicyConfig(
+        name="p",
+        apps=("*",),
+        exclude_apps=(),
+        protect_sessions=(),
+        match=settings.PolicyMatch(session_age_over_seconds=2700, max_sessions=None, for_seconds=0),
+        action="stop_sessions",
+        select="newest",
+        dry_run=True,
+        max_actions_per_cycle=10,
+        max_actions_percent=50,
+        confirm_app_id=None,
+        notify=(),
+    )
+
+
+def test_a_policy_with_every_key_loads(tmp_path: Path) -> None:
+    text = with_policy(
+        f'apps: ["front*", "{OTHER_ID}"]',
+        "exclude_apps: [lobby]",
+        'protect_sessions: ["vip-*", "demo-?"]',
+        "match: {max_sessions: 0, for_seconds: 30.5}",
+        STOP,
+        "select: oldest",
+        "dry_run: false",
+        "max_actions_per_cycle: 10000",
+        "max_actions_percent: 100",
+        "notify:",
+        "  - url: http://127.0.0.1:9/hook",
+        "    headers: {X-Token: abc, Content-Type: application/json}",
+        "    timeout_seconds: 60",
+        "  - url: https://hooks.slack.com/services/T/B/x",
+    )
+    [policy] = load(tmp_path, text).policies
+    assert policy.apps == ("front*", OTHER_ID)
+    assert policy.exclude_apps == ("lobby",)
+    assert policy.protect_sessions == ("vip-*", "demo-?")
+    assert policy.match == settings.PolicyMatch(max_sessions=0, for_seconds=30.5)
+    assert (policy.select, policy.dry_run) == ("oldest", False)
+    assert (policy.max_actions_per_cycle, policy.max_actions_percent) == (10000, 100)
+    assert policy.notify == (
+        settings.NotifyTarget(
+            url="http://127.0.0.1:9/hook",
+            headers={"X-Token": "abc", "Content-Type": "application/json"},
+            timeout_seconds=60,
+        ),
+        settings.NotifyTarget(url="https://hooks.slack.com/services/T/B/x"),
+    )
+
+
+def test_a_policy_is_frozen(tmp_path: Path) -> None:
+    [policy] = load(tmp_path, with_policy(AGE, STOP)).policies
+    with pytest.raises(ValidationError):
+        policy.dry_run = False  # type: ignore[misc]
+
+
+# -- match
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (
+            ["match: {}", STOP],
+            "F:10: policies[0].match: needs one of session_age_over_seconds or max_sessions",
+        ),
+        (
+            ["match:", "  session_age_over_seconds: 60", "  max_sessions: 3", STOP],
+            "F:10: policies[0].match: give either session_age_over_seconds or max_sessions, "
+            "not both (write two policies for both)",
+        ),
+        (
+            ["match:", "  session_age_over_seconds: 60", "  for_seconds: 30", STOP],
+            "F:12: policies[0].match.for_seconds: only applies to max_sessions: a session age "
+            "is its own duration",
+        ),
+        ([STOP], "F:9: policies[0].match: required key is missing"),
+    ],
+)
+def test_a_match_needs_exactly_one_condition(
+    tmp_path: Path, keys: list[str], expected: str
+) -> None:
+    assert problems(tmp_path, with_policy(*keys)) == [expected]
+
+
+def test_for_seconds_zero_is_allowed_with_an_age(tmp_path: Path) -> None:
+    text = with_policy("match: {session_age_over_seconds: 60, for_seconds: 0}", STOP)
+    assert load(tmp_path, text).policies[0].match.for_seconds == 0
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (
+            ["match:", "  max_session: 8", STOP],
+            "F:11: policies[0].match.max_session: unknown key; did you mean 'max_sessions'?",
+        ),
+        (
+            [AGE, STOP, "dryrun: false"],
+            "F:12: policies[0].dryrun: unknown key; did you mean 'dry_run'?",
+        ),
+        (
+            [AGE, STOP, "max_action_per_cycle: 1"],
+            "F:12: policies[0].max_action_per_cycle: unknown key; did you mean "
+            "'max_actions_per_cycle'?",
+        ),
+        (
+            [AGE, STOP, "notify:", "  - url: https://h/x", "    timeout: 3"],
+            "F:14: policies[0].notify[0].timeout: unknown key; did you mean 'timeout_seconds'?",
+        ),
+    ],
+)
+def test_an_unknown_policy_key_is_an_error_with_a_suggestion(
+    tmp_path: Path, keys: list[str], expected: str
+) -> None:
+    assert problems(tmp_path, with_policy(*keys)) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (["match: {max_sessions: true}", STOP], "F:10: policies[0].match.max_sessions"),
+        (
+            ["match: {session_age_over_seconds: true}", STOP],
+            "F:10: policies[0].match.session_age_over_seconds",
+        ),
+        (
+            ["match: {max_sessions: 1, for_seconds: true}", STOP],
+            "F:10: policies[0].match.for_seconds",
+        ),
+        ([AGE, STOP, "max_actions_per_cycle: true"], "F:12: policies[0].max_actions_per_cycle"),
+        ([AGE, STOP, "max_actions_percent: false"], "F:12: policies[0].max_actions_percent"),
+        (
+            [AGE, STOP, "notify: [{url: 'https://h/x', timeout_seconds: true}]"],
+            "F:12: policies[0].notify[0].timeout_seconds",
+        ),
+    ],
+)
+def test_true_is_not_a_number_in_a_policy(tmp_path: Path, keys: list[str], expected: str) -> None:
+    assert problems(tmp_path, with_policy(*keys)) == [
+        f"{expected}: must be a number, not true/false"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (
+            ["match: {session_age_over_seconds: 0}", STOP],
+            "F:10: policies[0].match.session_age_over_seconds: Input should be greater than 0",
+        ),
+        (
+            ["match: {session_age_over_seconds: .inf}", STOP],
+            "F:10: policies[0].match.session_age_over_seconds: Input should be a finite number",
+        ),
+        (
+            ["match: {max_sessions: -1}", STOP],
+            "F:10: policies[0].match.max_sessions: Input should be greater than or equal to 0",
+        ),
+        (
+            ["match: {max_sessions: 1.5}", STOP],
+            "F:10: policies[0].match.max_sessions: must be a whole number",
+        ),
+        (
+            ["match: {max_sessions: 1, for_seconds: -1}", STOP],
+            "F:10: policies[0].match.for_seconds: Input should be greater than or equal to 0",
+        ),
+        (
+            [AGE, STOP, "max_actions_per_cycle: 0"],
+            "F:12: policies[0].max_actions_per_cycle: Input should be greater than or equal to 1",
+        ),
+        (
+            [AGE, STOP, "max_actions_per_cycle: 10001"],
+            "F:12: policies[0].max_actions_per_cycle: Input should be less than or equal to 10000",
+        ),
+        (
+            [AGE, STOP, "max_actions_percent: 0"],
+            "F:12: policies[0].max_actions_percent: Input should be greater than 0",
+        ),
+        (
+            [AGE, STOP, "max_actions_percent: 100.5"],
+            "F:12: policies[0].max_actions_percent: Input should be less than or equal to 100",
+        ),
+        (
+            [AGE, "action: stop"],
+            "F:11: policies[0].action: Input should be 'stop_sessions' or 'close_all'",
+        ),
+        (
+            [QUOTA, STOP, "select: random"],
+            "F:12: policies[0].select: Input should be 'newest' or 'oldest'",
+        ),
+        ([AGE, STOP, "dry_run: maybe"], "F:12: policies[0].dry_run: must be true or false"),
+        ([AGE], "F:9: policies[0].action: required key is missing"),
+    ],
+)
+def test_a_policy_value_out_of_range_is_an_error_on_its_line(
+    tmp_path: Path, keys: list[str], expected: str
+) -> None:
+    assert problems(tmp_path, with_policy(*keys)) == [expected]
+
+
+# -- combinations
+
+
+def test_select_is_allowed_with_max_sessions_and_its_default_with_an_age(tmp_path: Path) -> None:
+    assert load(tmp_path, with_policy(QUOTA, STOP, "select: oldest")).policies[0].select == "oldest"
+    assert load(tmp_path, with_policy(AGE, STOP, "select: newest")).policies[0].select == "newest"
+
+
+def test_select_oldest_with_an_age_match_is_an_error(tmp_path: Path) -> None:
+    assert problems(tmp_path, with_policy(AGE, STOP, "select: oldest")) == [
+        "F:12: policies[0].select: only applies to max_sessions: with session_age_over_seconds "
+        "every matching session is closed, so it would be silently meaningless"
+    ]
+
+
+def test_confirm_app_id_is_only_for_close_all(tmp_path: Path) -> None:
+    assert problems(tmp_path, with_policy(QUOTA, STOP, f'confirm_app_id: "{APP_ID}"')) == [
+        "F:12: policies[0].confirm_app_id: only applies to close_all policies; remove it"
+    ]
+
+
+def test_every_combination_problem_of_a_policy_is_listed_at_once(tmp_path: Path) -> None:
+    text = with_policy(
+        "match:",
+        "  session_age_over_seconds: 60",
+        "  for_seconds: 5",
+        STOP,
+        "select: oldest",
+        f'confirm_app_id: "{APP_ID}"',
+    )
+    assert [line.split(": ", 2)[:2] for line in problems(tmp_path, text)] == [
+        ["F:12", "policies[0].match.for_seconds"],
+        ["F:14", "policies[0].select"],
+        ["F:15", "policies[0].confirm_app_id"],
+    ]
+
+
+# -- selecting apps
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (
+            ["apps: [frontdsk]"],
+            "F:12: policies[0].apps: matches no app: check apps/exclude_apps; "
+            "did you mean 'frontdesk'?",
+        ),
+        (["apps: ['zzz*']"], "F:12: policies[0].apps: matches no app: check apps/exclude_apps"),
+        (
+            ["apps: [lobbby]"],
+            "F:12: policies[0].apps: matches no app: check apps/exclude_apps; did you mean "
+            "'lobby'?",
+        ),
+        (
+            ["apps: ['Frontdesk']"],  # matching is case-sensitive
+            "F:12: policies[0].apps: matches no app: check apps/exclude_apps; "
+            "did you mean 'frontdesk'?",
+        ),
+        (
+            ["exclude_apps: ['*']"],
+            "F:12: policies[0].exclude_apps: matches no app: check apps/exclude_apps "
+            "(it excludes every app `apps` selects)",
+        ),
+        (
+            ["apps: [frontdesk]", f'exclude_apps: ["{APP_ID}"]'],
+            "F:13: policies[0].exclude_apps: matches no app: check apps/exclude_apps "
+            "(it excludes every app `apps` selects)",
+        ),
+    ],
+)
+def test_a_policy_that_selects_no_app_is_an_error(
+    tmp_path: Path, keys: list[str], expected: str
+) -> None:
+    assert problems(tmp_path, with_policy(AGE, STOP, *keys)) == [expected]
+
+
+def test_a_policy_that_selects_no_app_after_an_env_override_of_the_apps_is_an_error(
+    tmp_path: Path,
+) -> None:
+    apps = json.dumps([{"app_id": "42", "name": "other", "app_key": SECRET}])
+    assert problems(tmp_path, with_policy(AGE, STOP, "apps: [frontdesk]"), DUIXWATCH_APPS=apps) == [
+        "F:12: policies[0].apps: matches no app: check apps/exclude_apps"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (["apps: []"], 'F:12: policies[0].apps: must not be empty: write ["*"] for every app'),
+        (["apps: frontdesk"], "F:12: policies[0].apps: must be a list"),
+        (["apps: [1234]"], "F:12: policies[0].apps[0]: must be a string (quote it)"),
+        (["apps:", "  - lobby", '  - "  "'], "F:14: policies[0].apps[1]: must not be empty"),
+        (["exclude_apps: ['']"], "F:12: policies[0].exclude_apps[0]: must not be empty"),
+        (
+            ["protect_sessions: [null]"],
+            "F:12: policies[0].protect_sessions[0]: must be a string (quote it)",
+        ),
+    ],
+)
+def test_app_and_session_patterns_must_be_strings(
+    tmp_path: Path, keys: list[str], expected: str
+) -> None:
+    assert problems(tmp_path, with_policy(AGE, STOP, *keys)) == [expected]
+
+
+def _app(name: str, app_id: str) -> settings.AppConfig:
+    return settings.AppConfig(app_id=app_id, name=name, app_key=SecretStr(SECRET))
+
+
+FRONTDESK = _app("frontdesk", APP_ID)
+LOBBY = _app("lobby", OTHER_ID)
+
+
+def _policy(**overrides: object) -> settings.PolicyConfig:
+    fields: dict[str, object] = {
+        "name": "p",
+        "match": {"max_sessions": 1},
+        "action": "stop_sessions",
+    }
+    return settings.PolicyConfig.model_validate({**fields, **overrides})
+
+
+@pytest.mark.parametrize(
+    ("apps", "exclude", "selected"),
+    [
+        (("*",), (), {"frontdesk", "lobby"}),
+        (("frontdesk",), (), {"frontdesk"}),
+        ((OTHER_ID,), (), {"lobby"}),
+        (("front*",), (), {"frontdesk"}),
+        (("137718542295381196?",), (), {"frontdesk", "lobby"}),
+        (("*8",), (), {"frontdesk"}),  # a glob over the app_id
+        (("[fl]o*",), (), {"lobby"}),  # [] globs: f or l, then o
+        (("lobby", "frontdesk"), (), {"frontdesk", "lobby"}),
+        (("FRONTDESK",), (), set()),  # case-sensitive
+        (("*",), ("lobby",), {"frontdesk"}),
+        (("*",), (OTHER_ID,), {"frontdesk"}),  # excluded by id, included by name
+        (("lobby",), ("*9",), set()),  # excluded by an id glob: exclusions win
+        (("frontdesk", "lobby"), ("*",), set()),
+        (("front*",), ("lobby",), {"frontdesk"}),  # excluding what is not included is no-op
+    ],
+)
+def test_selects_matches_names_ids_and_globs_and_exclusions_win(
+    apps: tuple[str, ...], exclude: tuple[str, ...], selected: set[str]
+) -> None:
+    policy = _policy(apps=apps, exclude_apps=exclude)
+    assert {app.name for app in (FRONTDESK, LOBBY) if policy.selects(app)} == selected
+
+
+@pytest.mark.parametrize(
+    ("globs", "session_id", "protected"),
+    [
+        ((), "s-1", False),
+        (("s-1",), "s-1", True),
+        (("s-1",), "s-10", False),
+        (("vip-*",), "vip-42", True),
+        (("vip-*",), "VIP-42", False),  # case-sensitive
+        (("demo-?",), "demo-7", True),
+        (("demo-?",), "demo-77", False),
+        (("a*", "[0-9]*"), "7f3a", True),
+        (("a*", "[0-9]*"), "f3a", False),
+    ],
+)
+def test_protects_matches_session_id_globs(
+    globs: tuple[str, ...], session_id: str, protected: bool
+) -> None:
+    assert _policy(protect_sessions=globs).protects(session_id) is protected
+
+
+# -- names
+
+
+@pytest.mark.parametrize(
+    ("policies", "expected"),
+    [
+        (
+            "  - match: {}\n",
+            [
+                "F:9: policies[0].name: required key is missing",
+                "F:9: policies[0].action: required key is missing",
+            ],
+        ),
+        (
+            f"  - name: Max_Age\n    {AGE}\n    {STOP}\n",
+            [
+                "F:9: policies[0].name: 'Max_Age' is not a valid policy name: 1 to 63 of "
+                "lower-case letters, digits and '-', starting with a letter"
+            ],
+        ),
+        (
+            f"  - name: {'a' * 64}\n    {AGE}\n    {STOP}\n",
+            [
+                f"F:9: policies[0].name: '{'a' * 64}' is not a valid policy name: 1 to 63 of "
+                "lower-case letters, digits and '-', starting with a letter"
+            ],
+        ),
+        (
+            f"  - name: 12\n    {AGE}\n    {STOP}\n",
+            ["F:9: policies[0].name: must be a string (quote it)"],
+        ),
+        (
+            f"  - name: a\n    {AGE}\n    {STOP}\n  - name: a\n    {QUOTA}\n    {STOP}\n",
+            ["F:12: policies[1].name: duplicate policy name (also policies[0])"],
+        ),
+        ("  - just-a-string\n", ["F:9: policies[0]: must be a mapping"]),
+    ],
+)
+def test_policies_need_unique_valid_names(
+    tmp_path: Path, policies: str, expected: list[str]
+) -> None:
+    assert problems(tmp_path, TWO_APPS + "policies:\n" + policies) == expected
+
+
+def test_a_policy_name_of_63_characters_is_valid(tmp_path: Path) -> None:
+    text = TWO_APPS + f"policies:\n  - name: a{'-0' * 31}\n    {AGE}\n    {STOP}\n"
+    assert len(load(tmp_path, text).policies[0].name) == 63
+
+
+def test_a_duplicate_name_is_reported_with_the_other_problems(tmp_path: Path) -> None:
+    text = TWO_APPS + (
+        "policies:\n"
+        "  - name: a\n"
+        "    match: {max_sessions: x}\n"
+        f"    {STOP}\n"
+        "  - name: a\n"
+        f"    {AGE}\n"
+        f"    {STOP}\n"
+        "    select: oldest\n"
+    )
+    assert problems(tmp_path, text) == [
+        "F:10: policies[0].match.max_sessions: must be a whole number",
+        "F:12: policies[1].name: duplicate policy name (also policies[0])",
+        "F:15: policies[1].select: only applies to max_sessions: with session_age_over_seconds "
+        "every matching session is closed, so it would be silently meaningless",
+    ]
+
+
+# -- notify
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (
+            "{url: 'ftp://zz-hook-secret.example.com/'}",
+            "url: must be an http:// or https:// URL with a host",
+        ),
+        ("{url: 'https://'}", "url: must be an http:// or https:// URL with a host"),
+        (
+            "{url: 'hooks.slack.com/services/zz-hook-secret'}",
+            "url: must be an http:// or https:// URL with a host",
+        ),
+        (
+            "{url: 'https://h:port/zz-hook-secret'}",
+            "url: must be an http:// or https:// URL with a host",
+        ),
+        (
+            "{url: 'https://[::1/zz-hook-secret'}",
+            "url: must be an http:// or https:// URL with a host",
+        ),
+        (
+            "{url: 'https://h/zz-hook secret'}",
+            "url: must be an http:// or https:// URL with a host, without spaces or control "
+            "characters",
+        ),
+        ("{url: 8}", "url: must be a string (quote it)"),
+        ("{headers: {}}", "url: required key is missing"),
+        (
+            "{url: 'https://h/x', timeout_seconds: 0}",
+            "timeout_seconds: Input should be greater than 0",
+        ),
+        (
+            "{url: 'https://h/x', timeout_seconds: 61}",
+            "timeout_seconds: Input should be less than or equal to 60",
+        ),
+        ("{url: 'https://h/x', headers: [a]}", "headers: must be a mapping"),
+        (
+            "{url: 'https://h/x', headers: {X-Token: zz-hook-secret, x-token: zz-hook-secret}}",
+            "headers: 'x-token' and 'X-Token' are the same header (names ignore case)",
+        ),
+        (
+            "{url: 'https://h/x', headers: {'Bad Name': zz-hook-secret}}",
+            "headers.Bad Name: 'Bad Name' is not a valid HTTP header name",
+        ),
+        (
+            '{url: "https://h/x", headers: {X-A: "zz-hook-secret\\nInjected: 1"}}',
+            "headers.X-A: a header value must not contain line breaks or NUL",
+        ),
+        ("{url: 'https://h/x', headers: {X-A: 5}}", "headers.X-A: must be a string (quote it)"),
+    ],
+)
+def test_a_bad_notify_target_is_an_error_that_never_quotes_the_url_or_a_header_value(
+    tmp_path: Path, target: str, expected: str
+) -> None:
+    found = problems(tmp_path, with_policy(AGE, STOP, f"notify: [{target}]"))
+    assert found == [f"F:12: policies[0].notify[0].{expected}"]
+    assert "zz-hook-secret" not in "\n".join(found)
+
+
+def test_notify_must_be_a_list_of_targets(tmp_path: Path) -> None:
+    assert problems(tmp_path, with_policy(AGE, STOP, "notify: {url: 'https://h/x'}")) == [
+        "F:12: policies[0].notify: must be a list"
+    ]
+
+
+def test_mask_hides_the_webhook_path_and_every_header_value(tmp_path: Path) -> None:
+    text = with_policy(
+        AGE,
+        STOP,
+        "notify:",
+        "  - url: ${SLACK_WEBHOOK_URL}",
+        "  - url: http://[::1]:8080/hook?token=${TOKEN}",
+        "    headers:",
+        "      Authorization: Bearer ${TOKEN}",
+        "      X-Plain: not-secret-but-masked",
+        "  - url: https://ops.example.com",
+    )
+    hook = "https://hooks.slack.com/services/T000/B000/zz-webhook-secret"
+    cfg = load(tmp_path, text, SLACK_WEBHOOK_URL=hook, TOKEN="zz-token-secret")
+    assert cfg.policies[0].notify[1].headers["Authorization"] == "Bearer zz-token-secret"
+    masked = settings.mask(cfg)
+    dumped = json.dumps(masked)
+    for secret in ("zz-webhook-secret", "zz-token-secret", "not-secret-but-masked", SECRET):
+        assert secret not in dumped
+    assert masked["policies"][0]["notify"] == [
+        {"url": "https://hooks.slack.com/**********", "headers": {}, "timeout_seconds": 5.0},
+        {
+            "url": "http://[::1]:8080/**********",
+            "headers": {"Authorization": "**********", "X-Plain": "**********"},
+            "timeout_seconds": 5.0,
+        },
+        {"url": "https://ops.example.com", "headers": {}, "timeout_seconds": 5.0},
+    ]
+    assert masked["policies"][0]["match"] == {
+        "session_age_over_seconds": 2700.0,
+        "max_sessions": None,
+        "for_seconds": 0.0,
+    }
+    for shown in (repr(cfg), str(cfg), repr(cfg.policies[0]), repr(cfg.policies[0].notify)):
+        assert "zz-webhook-secret" not in shown
+        assert "zz-token-secret" not in shown
+
+
+# -- close_all
+
+
+CLOSE_ALL_APPS = (
+    TWO_APPS
+    + """enforcement:
   allow_close_all: ALLOW
 policies:
   - name: emergency-drain
     apps: [frontdesk]
-    match: {{max_sessions: 50, for_seconds: 300}}
+    match: {max_sessions: 50, for_seconds: 300}
     action: close_all
 """
+)
 
 
 def close_all(allow: bool = True, confirm: str | None = APP_ID, apps: str = "[frontdesk]") -> str:
+    """Two apps, ``enforcement`` on lines 8-9, a close_all policy from line 11 (apps: 12)."""
     text = CLOSE_ALL_APPS.replace("ALLOW", "true" if allow else "false")
     text = text.replace("apps: [frontdesk]", f"apps: {apps}")
     if confirm is not None:
@@ -697,14 +1334,16 @@ def close_all(allow: bool = True, confirm: str | None = APP_ID, apps: str = "[fr
 
 def test_a_close_all_policy_loads_when_allowed_and_confirmed(tmp_path: Path) -> None:
     cfg = load(tmp_path, close_all())
-    assert cfg.policies[0]["action"] == "close_all"
+    [policy] = cfg.policies
+    assert policy.action == "close_all"
+    assert [app.name for app in cfg.apps if policy.selects(app)] == ["frontdesk"]
 
 
 @pytest.mark.parametrize(
     "apps", ['["front*"]', f'["{APP_ID}"]', '["*"]\n    exclude_apps: [lobby]']
 )
 def test_a_close_all_policy_may_select_its_one_app_by_glob_or_id(tmp_path: Path, apps: str) -> None:
-    assert load(tmp_path, close_all(apps=apps)).policies[0]["confirm_app_id"] == APP_ID
+    assert load(tmp_path, close_all(apps=apps)).policies[0].confirm_app_id == APP_ID
 
 
 def test_a_close_all_policy_is_rejected_unless_close_all_is_allowed(tmp_path: Path) -> None:
@@ -728,18 +1367,35 @@ def test_a_close_all_policy_is_rejected_with_the_app_id_of_another_app(tmp_path:
     ]
 
 
+def test_a_close_all_confirm_app_id_must_be_an_app_id(tmp_path: Path) -> None:
+    text = close_all(confirm=None) + f"    confirm_app_id: {APP_ID}\n"
+    assert problems(tmp_path, text) == [
+        f"F:15: policies[0].confirm_app_id: {APP_ID} is written as a number too large to "
+        f'survive tools that read numbers as floats; quote it: "{APP_ID}"'
+    ]
+    text = close_all(confirm=None) + "    confirm_app_id: frontdesk\n"
+    assert problems(tmp_path, text) == ["F:15: policies[0].confirm_app_id: must be 1 to 32 digits"]
+
+
 @pytest.mark.parametrize(
     ("apps", "which"),
-    [("[frontdesk, lobby]", "2 (frontdesk, lobby)"), ('["*"]', "2"), ("[x]", "0")],
+    [("[frontdesk, lobby]", "2 (frontdesk, lobby)"), ('["*"]', "2 (frontdesk, lobby)")],
 )
 def test_a_close_all_policy_must_select_exactly_one_app(
     tmp_path: Path, apps: str, which: str
 ) -> None:
-    [line] = problems(tmp_path, close_all(apps=apps))
-    assert line.startswith(
+    assert problems(tmp_path, close_all(apps=apps)) == [
         f"F:12: policies[0].apps: a close_all policy must apply to exactly one app; "
-        f"it selects {which}"
-    )
+        f"it selects {which}",
+    ]
+
+
+def test_a_close_all_policy_that_selects_no_app_says_so_once(tmp_path: Path) -> None:
+    assert problems(tmp_path, close_all(apps="[x]", confirm=None)) == [
+        "F:11: policies[0]: a close_all policy needs confirm_app_id: the app_id of the one app "
+        "it applies to",
+        "F:12: policies[0].apps: matches no app: check apps/exclude_apps",
+    ]
 
 
 def test_a_close_all_policy_must_list_its_app(tmp_path: Path) -> None:
@@ -749,34 +1405,76 @@ def test_a_close_all_policy_must_list_its_app(tmp_path: Path) -> None:
     ]
 
 
+def test_a_close_all_policy_needs_max_sessions(tmp_path: Path) -> None:
+    text = close_all().replace(
+        "match: {max_sessions: 50, for_seconds: 300}", "match: {session_age_over_seconds: 60}"
+    )
+    assert problems(tmp_path, text) == [
+        "F:13: policies[0].match.session_age_over_seconds: a close_all policy needs "
+        "max_sessions: draining an app because one session is old makes no sense (use "
+        "stop_sessions to close old sessions)"
+    ]
+
+
+def test_a_close_all_policy_cannot_protect_sessions(tmp_path: Path) -> None:
+    assert problems(tmp_path, close_all() + '    protect_sessions: ["vip-*"]\n') == [
+        "F:16: policies[0].protect_sessions: close_all ends every session of the app and cannot "
+        "spare any: use stop_sessions to protect sessions"
+    ]
+    assert (
+        load(tmp_path, close_all() + "    protect_sessions: []\n").policies[0].protect_sessions
+        == ()
+    )
+
+
 def test_allow_close_all_from_env_counts(tmp_path: Path) -> None:
     text = close_all(allow=False)
     cfg = load(tmp_path, text, DUIXWATCH_ENFORCEMENT__ALLOW_CLOSE_ALL="true")
     assert cfg.enforcement.allow_close_all is True
 
 
-def test_a_config_built_in_code_enforces_the_close_all_rule_too() -> None:
-    app = settings.AppConfig(app_id=APP_ID, name="frontdesk", app_key=SecretStr(SECRET))
-    policy = {"name": "drain", "apps": ["frontdesk"], "action": "close_all"}
+# -- policies from the environment and from code
+
+
+def test_a_bad_policy_in_env_json_names_the_variable(tmp_path: Path) -> None:
+    policies = [
+        {"name": "a", "match": {"max_session": 1}, "action": "stop_sessions"},
+        {"name": "b", "apps": ["nope"], "match": {"max_sessions": 1}, "action": "stop_sessions"},
+    ]
+    assert problems(tmp_path, TWO_APPS, DUIXWATCH_POLICIES=json.dumps(policies)) == [
+        "F: policies[0].match.max_session: unknown key; did you mean 'max_sessions'? "
+        "(from env DUIXWATCH_POLICIES)",
+        "F: policies[1].apps: matches no app: check apps/exclude_apps (from env "
+        "DUIXWATCH_POLICIES)",
+    ]
+
+
+def test_a_policy_built_in_code_checks_its_own_combinations() -> None:
+    with pytest.raises(ValidationError, match="needs one of session_age_over_seconds"):
+        settings.PolicyMatch()
+    with pytest.raises(ValidationError, match="for_seconds: only applies to max_sessions"):
+        settings.PolicyMatch(session_age_over_seconds=1, for_seconds=1)
+    with pytest.raises(ValidationError, match="protect_sessions: close_all ends every session"):
+        _policy(action="close_all", protect_sessions=["x"], confirm_app_id=APP_ID)
+    with pytest.raises(ValidationError, match="select: only applies to max_sessions"):
+        _policy(match={"session_age_over_seconds": 1}, select="oldest")
+    with pytest.raises(ValidationError, match="confirm_app_id: only applies to close_all"):
+        _policy(confirm_app_id=APP_ID)
+    with pytest.raises(ValidationError, match="must be a number, not true/false"):
+        settings.PolicyMatch(max_sessions=True)
+
+
+def test_a_config_built_in_code_enforces_the_cross_field_rules_too() -> None:
+    policy = _policy(name="drain", apps=["frontdesk"], action="close_all")
     with pytest.raises(ValidationError, match="allow_close_all"):
-        settings.Config(apps=(app,), policies=(policy,))
+        settings.Config(apps=(FRONTDESK,), policies=(policy,))
     allowed = settings.EnforcementSettings(allow_close_all=True)
-    confirmed = {**policy, "confirm_app_id": APP_ID}
-    assert settings.Config(apps=(app,), enforcement=allowed, policies=(confirmed,)).policies
-
-
-@pytest.mark.parametrize(
-    ("policies", "expected"),
-    [
-        ("  - match: {}\n", "F:5: policies[0]: every policy needs a name"),
-        ("  - name: Max_Age\n", "F:5: policies[0].name: 'Max_Age' is not a valid policy name"),
-        ("  - name: a\n  - name: a\n", "F:6: policies[1].name: duplicate policy name"),
-        ("  - just-a-string\n", "F:5: policies[0]: must be a mapping"),
-    ],
-)
-def test_policies_need_unique_valid_names(tmp_path: Path, policies: str, expected: str) -> None:
-    [line] = problems(tmp_path, MINIMAL + "policies:\n" + policies)
-    assert line.startswith(expected)
+    confirmed = policy.model_copy(update={"confirm_app_id": APP_ID})
+    assert settings.Config(apps=(FRONTDESK,), enforcement=allowed, policies=(confirmed,)).policies
+    with pytest.raises(ValidationError, match=r"policies\[0\]\.apps: matches no app"):
+        settings.Config(apps=(LOBBY,), policies=(_policy(apps=["frontdesk"]),))
+    with pytest.raises(ValidationError, match=r"policies\[1\]\.name: duplicate policy name"):
+        settings.Config(apps=(LOBBY,), policies=(_policy(), _policy()))
 
 
 # --------------------------------------------------------------------------- secrets

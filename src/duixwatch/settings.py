@@ -20,14 +20,18 @@ Loading happens in this order, collecting every problem before giving up:
 4. each app's key is resolved: ``app_key`` (usually ``${VAR}``), or ``app_key_file``, or — with
    neither — the systemd credential ``$CREDENTIALS_DIRECTORY/<name>`` (``LoadCredential=``);
 5. the models below validate the result (unknown keys are errors: ``extra="forbid"``);
-6. cross-field rules: unique app names and ids, policy names, and the ``close_all`` safety
-   rule (design.md §8 rule 5).
+6. rules across fields, which need line numbers and so run in the loader (a config built in
+   code gets them from the models' own validators): unique app names and ids and policy names,
+   each policy's ``match``/``action`` combinations, every policy selecting at least one app, and
+   the ``close_all`` safety rule (design.md §8 rule 5).
 
 Every problem becomes one line ``FILE:LINE: key.path: what is wrong`` — or ``FILE: key.path:
 what is wrong (from env DUIXWATCH_X)`` when an environment variable supplied the value — and
 all of them are raised together as a :class:`ConfigFileError`. No message, repr or dump ever
 holds an appKey: keys are :class:`~pydantic.SecretStr`, messages never quote key values, and
-the pydantic and YAML exceptions (whose text may quote input) are never chained.
+the pydantic and YAML exceptions (whose text may quote input) are never chained. Notification
+targets carry secrets too (a webhook URL is a credential, headers hold tokens): messages never
+quote them, ``repr`` leaves them out and :func:`mask` hides them.
 
 Relative paths: ``app_key_file`` is looked up in ``$CREDENTIALS_DIRECTORY`` first, then next to
 the config file; ``state.dir`` is relative to the current directory (as a systemd unit's
@@ -45,12 +49,14 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, get_args, get_origin
-from urllib.parse import urlsplit, urlunsplit
+from types import UnionType
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -76,6 +82,9 @@ __all__ = [
     "DuixPaths",
     "DuixSettings",
     "EnforcementSettings",
+    "NotifyTarget",
+    "PolicyConfig",
+    "PolicyMatch",
     "ServerSettings",
     "SessionListMapping",
     "StateSettings",
@@ -95,7 +104,9 @@ _EXACT_INT_LIMIT = 2**53
 _APP_ID_RE = re.compile(r"^[0-9]{1,32}$")
 #: An app name is a Prometheus label value and a file name (systemd credential, key file).
 _APP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_POLICY_NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+_POLICY_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+#: RFC 9110 ``token``: what an HTTP header name may be made of.
+_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -196,9 +207,18 @@ class _Section(_Strict):
     def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, bool) and info.field_name is not None:
             annotation = cls.model_fields[info.field_name].annotation
-            if annotation in (int, float):
+            if _is_number(annotation):
                 raise ValueError("must be a number, not true/false")
         return value
+
+
+def _is_number(annotation: Any) -> bool:
+    """``int``, ``float``, or one of them ``| None``."""
+    if annotation in (int, float):
+        return True
+    if get_origin(annotation) in (Union, UnionType):
+        return any(arg in (int, float) for arg in get_args(annotation))
+    return False
 
 
 def _app_id(value: Any) -> Any:
@@ -380,13 +400,244 @@ class DaemonSettings(_Section):
         return level
 
 
+# --------------------------------------------------------------------------- policies
+
+
+def _deferred(info: ValidationInfo) -> bool:
+    """True when the loader runs the cross-field rules itself (to give them their lines)."""
+    return bool(info.context and info.context.get(_DEFER_CROSS_CHECKS))
+
+
+def _raise_problems(problems: list[tuple[KeyPath, str]]) -> None:
+    if problems:
+        raise ValueError("; ".join(f"{_dotted(path)}: {msg}" for path, msg in problems))
+
+
+def _pattern(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+#: An fnmatch glob (``*``, ``?``, ``[…]``) or a plain name.
+Pattern = Annotated[str, AfterValidator(_pattern)]
+
+
+def _header_name(value: str) -> str:
+    if not _HEADER_NAME_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid HTTP header name")
+    return value
+
+
+def _header_value(value: str) -> str:
+    # Never quote the value: it is usually a token.
+    if any(char in value for char in "\r\n\0"):
+        raise ValueError("a header value must not contain line breaks or NUL")
+    return value
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
+
+
+class PolicyMatch(_Section):
+    """When a policy matches: exactly one of a session age or an app's session count.
+
+    ``session_age_over_seconds``: every session older than this (stale sessions).
+    ``max_sessions``: the sessions beyond this many (over-quota), once the app has been over it
+    for ``for_seconds`` (0: at once); which ones are "beyond" is the policy's ``select``.
+    """
+
+    session_age_over_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_sessions: int | None = Field(default=None, ge=0)
+    for_seconds: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _one_kind(self, info: ValidationInfo) -> Self:
+        if not _deferred(info):
+            _raise_problems(_match_problems(self))
+        return self
+
+
+class NotifyTarget(_Section):
+    """Where a policy reports the cycles it acted in: a JSON POST (Slack-compatible ``text``).
+
+    ``url`` and ``headers`` usually hold secrets (``${SLACK_WEBHOOK_URL}``, ``Bearer ${TOKEN}``):
+    they are left out of ``repr`` and :func:`mask` hides them.
+    """
+
+    url: str = Field(repr=False)
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, repr=False)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        # Never quote the URL: a webhook URL is a credential.
+        message = "must be an http:// or https:// URL with a host"
+        if any(char.isspace() or not char.isprintable() for char in value):
+            raise ValueError(f"{message}, without spaces or control characters")
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # raises on a port that is not a number
+        except ValueError:
+            raise ValueError(message) from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(message)
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _distinct_names(cls, value: dict[str, str]) -> dict[str, str]:
+        seen: dict[str, str] = {}
+        for name in value:
+            if name.lower() in seen:
+                raise ValueError(
+                    f"{name!r} and {seen[name.lower()]!r} are the same header (names ignore case)"
+                )
+            seen[name.lower()] = name
+        return value
+
+
+class PolicyConfig(_Section):
+    """One enforcement policy (design.md §4 and §8), evaluated per app every poll cycle.
+
+    It applies to the apps :meth:`selects` says, never touches the sessions :meth:`protects`
+    says, and does nothing when its matches exceed ``max_actions_per_cycle`` or
+    ``max_actions_percent`` of the app's live sessions.
+    """
+
+    #: ``^[a-z][a-z0-9-]*$``, at most 63 characters, unique: a metric label and an audit field.
+    name: str
+    #: App names, app ids or :mod:`fnmatch` globs over either.
+    apps: tuple[Pattern, ...] = ("*",)
+    #: Same; an app matching one of these is never selected (exclusions win).
+    exclude_apps: tuple[Pattern, ...] = ()
+    #: :mod:`fnmatch` globs over session ids: matching sessions are never touched.
+    protect_sessions: tuple[Pattern, ...] = ()
+    match: PolicyMatch
+    action: Literal["stop_sessions", "close_all"]
+    #: With ``max_sessions``: which sessions are the excess, the newest or the oldest.
+    select: Literal["newest", "oldest"] = "newest"
+    dry_run: bool = True
+    max_actions_per_cycle: int = Field(default=10, ge=1, le=10_000)
+    max_actions_percent: float = Field(default=50.0, gt=0, le=100)
+    #: ``close_all`` only: the app_id of the one app the policy applies to.
+    confirm_app_id: AppId | None = None
+    notify: tuple[NotifyTarget, ...] = ()
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _POLICY_NAME_RE.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a valid policy name: 1 to 63 of lower-case letters, digits "
+                "and '-', starting with a letter"
+            )
+        return value
+
+    @field_validator("apps")
+    @classmethod
+    def _some_apps(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError('must not be empty: write ["*"] for every app')
+        return value
+
+    @model_validator(mode="after")
+    def _combinations(self, info: ValidationInfo) -> Self:
+        if not _deferred(info):
+            _raise_problems(_policy_problems(self))
+        return self
+
+    def selects(self, app: AppConfig) -> bool:
+        """Whether this policy applies to ``app``: its name or app_id matches a pattern of
+        ``apps`` and none of ``exclude_apps`` (exclusions win)."""
+        return _selects(self, app.name, app.app_id)
+
+    def protects(self, session_id: str) -> bool:
+        """Whether ``session_id`` matches a ``protect_sessions`` glob (never to be touched)."""
+        return any(fnmatch.fnmatchcase(session_id, glob) for glob in self.protect_sessions)
+
+
+def _matches_any(patterns: tuple[str, ...], name: str, app_id: str) -> bool:
+    return any(
+        fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(app_id, pattern)
+        for pattern in patterns
+    )
+
+
+def _selects(policy: PolicyConfig, name: str, app_id: str) -> bool:
+    return _matches_any(policy.apps, name, app_id) and not _matches_any(
+        policy.exclude_apps, name, app_id
+    )
+
+
+def _match_problems(match: PolicyMatch) -> list[tuple[KeyPath, str]]:
+    """What is wrong with one ``match`` on its own (paths relative to it)."""
+    by_age = match.session_age_over_seconds is not None
+    by_count = match.max_sessions is not None
+    if by_age and by_count:
+        return [
+            (
+                (),
+                "give either session_age_over_seconds or max_sessions, not both (write two "
+                "policies for both)",
+            )
+        ]
+    if not by_age and not by_count:
+        return [((), "needs one of session_age_over_seconds or max_sessions")]
+    if match.for_seconds > 0 and not by_count:
+        return [
+            (
+                ("for_seconds",),
+                "only applies to max_sessions: a session age is its own duration",
+            )
+        ]
+    return []
+
+
+def _policy_problems(policy: PolicyConfig) -> list[tuple[KeyPath, str]]:
+    """What is wrong with one policy on its own (paths relative to it, ``match`` included)."""
+    problems = [(("match", *path), message) for path, message in _match_problems(policy.match)]
+    by_age = policy.match.session_age_over_seconds is not None
+    by_count = policy.match.max_sessions is not None
+    if policy.select != "newest" and by_age and not by_count:
+        problems.append(
+            (
+                ("select",),
+                "only applies to max_sessions: with session_age_over_seconds every matching "
+                "session is closed, so it would be silently meaningless",
+            )
+        )
+    if policy.action == "close_all":
+        if by_age and not by_count:
+            problems.append(
+                (
+                    ("match", "session_age_over_seconds"),
+                    "a close_all policy needs max_sessions: draining an app because one session "
+                    "is old makes no sense (use stop_sessions to close old sessions)",
+                )
+            )
+        if policy.protect_sessions:
+            problems.append(
+                (
+                    ("protect_sessions",),
+                    "close_all ends every session of the app and cannot spare any: use "
+                    "stop_sessions to protect sessions",
+                )
+            )
+    elif policy.confirm_app_id is not None:
+        problems.append((("confirm_app_id",), "only applies to close_all policies; remove it"))
+    return problems
+
+
 class Config(_Strict):
     """The whole configuration, as :func:`load_config` returns it.
 
-    ``policies`` are raw mappings until the policy schema arrives; only their names and the
-    ``close_all`` safety rule are checked here. ``source`` is the absolute path of the file it
-    was loaded from (``None`` when built in code); it is not a config key and not settable by
-    env.
+    Built in code, it checks the same cross-field rules as :func:`load_config` (raising a
+    :class:`~pydantic.ValidationError` that lists them). ``source`` is the absolute path of the
+    file it was loaded from (``None`` when built in code); it is not a config key and not
+    settable by env.
     """
 
     duix: DuixSettings = Field(default_factory=DuixSettings)
@@ -395,7 +646,7 @@ class Config(_Strict):
     state: StateSettings = Field(default_factory=StateSettings)
     enforcement: EnforcementSettings = Field(default_factory=EnforcementSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
-    policies: tuple[dict[str, Any], ...] = ()
+    policies: tuple[PolicyConfig, ...] = ()
     source: Path | None = None
 
     @field_validator("apps")
@@ -407,11 +658,8 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> Self:
-        if info.context and info.context.get(_DEFER_CROSS_CHECKS):
-            return self
-        problems = _cross_check(_Facts.of(self))
-        if problems:
-            raise ValueError("; ".join(f"{_dotted(path)}: {msg}" for path, msg in problems))
+        if not _deferred(info):
+            _raise_problems(_cross_check(_Facts.of(self)))
         return self
 
     def app(self, name_or_id: str) -> AppConfig:
@@ -726,7 +974,8 @@ class _Loader:
         self.resolve_apps(data)
         data["source"] = self.file.absolute()
         config = self.validate(data)
-        for path, message in _cross_check(_Facts.of_data(data)):
+        facts = _Facts.of(config) if config is not None else _Facts.of_data(data)
+        for path, message in _cross_check(facts):
             self.problem(path, message)
         if self.problems or config is None:
             rendered = sorted((self.render(p) for p in self.problems), key=lambda r: r[0])
@@ -1015,12 +1264,14 @@ class _AppRef:
 class _Facts:
     """What the cross-field rules look at, from a validated :class:`Config` or from raw data.
 
-    The loader checks the raw data (best effort: items that fail validation are skipped), so a
-    duplicate name is reported together with, not after, an unrelated type error.
+    When the whole config fails validation the loader still checks what it can (apps and
+    policies that are valid on their own, the names of the others), so a duplicate name is
+    reported together with, not after, an unrelated type error.
     """
 
     apps: list[_AppRef]
-    policies: list[tuple[int, dict[str, Any]]]
+    policies: list[tuple[int, PolicyConfig]]
+    policy_names: list[tuple[int, str]]
     allow_close_all: bool
 
     @classmethod
@@ -1028,6 +1279,7 @@ class _Facts:
         return cls(
             apps=[_AppRef(i, app.name, app.app_id) for i, app in enumerate(config.apps)],
             policies=list(enumerate(config.policies)),
+            policy_names=[(i, policy.name) for i, policy in enumerate(config.policies)],
             allow_close_all=config.enforcement.allow_close_all,
         )
 
@@ -1045,12 +1297,20 @@ class _Facts:
             name = app_id if app.get("name") is None else app["name"]
             if isinstance(app_id, str) and isinstance(name, str) and _APP_NAME_RE.fullmatch(name):
                 apps.append(_AppRef(index, name, app_id))
+        policies: list[tuple[int, PolicyConfig]] = []
+        policy_names: list[tuple[int, str]] = []
         raw_policies = data.get("policies")
-        policies = [
-            (index, policy)
-            for index, policy in enumerate(raw_policies if isinstance(raw_policies, list) else [])
-            if isinstance(policy, dict)
-        ]
+        for index, raw in enumerate(raw_policies if isinstance(raw_policies, list) else []):
+            if not isinstance(raw, dict):
+                continue
+            name = raw.get("name")
+            if isinstance(name, str) and _POLICY_NAME_RE.fullmatch(name):
+                policy_names.append((index, name))
+            try:
+                policy = PolicyConfig.model_validate(raw, context={_DEFER_CROSS_CHECKS: True})
+            except ValidationError:
+                continue  # reported by the validation of the whole config
+            policies.append((index, policy))
         enforcement = data.get("enforcement")
         allow: Any = (
             enforcement.get("allow_close_all", False) if isinstance(enforcement, dict) else False
@@ -1059,30 +1319,16 @@ class _Facts:
             allow_close_all = TypeAdapter(bool).validate_python(allow)
         except ValidationError:
             allow_close_all = False  # reported by validation; the safe reading meanwhile
-        return cls(apps=apps, policies=policies, allow_close_all=allow_close_all)
-
-
-def _selects(patterns: list[str], app: _AppRef) -> bool:
-    return any(
-        fnmatch.fnmatchcase(app.name, pattern) or fnmatch.fnmatchcase(app.app_id, pattern)
-        for pattern in patterns
-    )
-
-
-def _patterns(value: Any) -> list[str] | None:
-    """A policy's ``apps``/``exclude_apps`` as strings, or ``None`` when it is not a list."""
-    if not isinstance(value, list | tuple):
-        return None
-    out = []
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, str | int):
-            return None
-        out.append(str(item))
-    return out
+        return cls(
+            apps=apps,
+            policies=policies,
+            policy_names=policy_names,
+            allow_close_all=allow_close_all,
+        )
 
 
 def _cross_check(facts: _Facts) -> list[tuple[KeyPath, str]]:
-    """Rules across fields: unique app names and ids, policy names, ``close_all`` safety."""
+    """Rules across fields: unique names and ids, policy combinations, selection, close_all."""
     problems: list[tuple[KeyPath, str]] = []
     names: dict[str, int] = {}
     ids: dict[str, int] = {}
@@ -1106,32 +1352,43 @@ def _cross_check(facts: _Facts) -> list[tuple[KeyPath, str]]:
         else:
             ids[app.app_id] = app.index
     policy_names: dict[str, int] = {}
-    for index, policy in facts.policies:
-        here: KeyPath = ("policies", index)
-        name = policy.get("name")
-        if name is None:
-            problems.append((here, "every policy needs a name"))
-        elif not isinstance(name, str) or not _POLICY_NAME_RE.fullmatch(name):
+    for index, name in facts.policy_names:
+        if name in policy_names:
             problems.append(
                 (
-                    (*here, "name"),
-                    f"{name!r} is not a valid policy name: lower-case letters, digits and '-', "
-                    "starting with a letter",
+                    ("policies", index, "name"),
+                    f"duplicate policy name (also policies[{policy_names[name]}])",
                 )
-            )
-        elif name in policy_names:
-            problems.append(
-                ((*here, "name"), f"duplicate policy name (also policies[{policy_names[name]}])")
             )
         else:
             policy_names[name] = index
-        if policy.get("action") == "close_all":
-            problems += _check_close_all(facts, policy, here)
+    for index, policy in facts.policies:
+        here: KeyPath = ("policies", index)
+        problems += [((*here, *path), message) for path, message in _policy_problems(policy)]
+        selected = [app for app in facts.apps if _selects(policy, app.name, app.app_id)]
+        if not selected:
+            problems.append(_selects_nothing(facts, policy, here))
+        if policy.action == "close_all":
+            problems += _check_close_all(facts, policy, here, selected)
     return problems
 
 
+def _selects_nothing(facts: _Facts, policy: PolicyConfig, here: KeyPath) -> tuple[KeyPath, str]:
+    """The problem of a policy that selects no app: a typo must not disable a safety policy."""
+    message = "matches no app: check apps/exclude_apps"
+    included = any(_matches_any(policy.apps, app.name, app.app_id) for app in facts.apps)
+    if included:
+        return (*here, "exclude_apps"), f"{message} (it excludes every app `apps` selects)"
+    known = [app.name for app in facts.apps] + [app.app_id for app in facts.apps]
+    for pattern in policy.apps:
+        close = difflib.get_close_matches(pattern, known, n=1)
+        if close:
+            return (*here, "apps"), f"{message}; did you mean {close[0]!r}?"
+    return (*here, "apps"), message
+
+
 def _check_close_all(
-    facts: _Facts, policy: Mapping[str, Any], here: KeyPath
+    facts: _Facts, policy: PolicyConfig, here: KeyPath, selected: list[_AppRef]
 ) -> list[tuple[KeyPath, str]]:
     """design.md §8 rule 5: ``close_all`` needs the global allowance and a confirmed app."""
     problems: list[tuple[KeyPath, str]] = []
@@ -1142,50 +1399,35 @@ def _check_close_all(
                 "close_all policies are rejected unless enforcement.allow_close_all is true",
             )
         )
-    selected: _AppRef | None = None
-    if "apps" not in policy:
+    target: _AppRef | None = None
+    if "apps" not in policy.model_fields_set:
         problems.append((here, "a close_all policy must name its one app in `apps`"))
-    else:
-        patterns = _patterns(policy["apps"])
-        excluded = _patterns(policy.get("exclude_apps", [])) or []
-        if patterns is None:
-            problems.append(((*here, "apps"), "must be a list of app names, app ids or globs"))
-        else:
-            matched = [
-                app for app in facts.apps if _selects(patterns, app) and not _selects(excluded, app)
-            ]
-            if len(matched) == 1:
-                selected = matched[0]
-            else:
-                which = ", ".join(app.name for app in matched) or "none"
-                problems.append(
-                    (
-                        (*here, "apps"),
-                        "a close_all policy must apply to exactly one app; it selects "
-                        f"{len(matched)} ({which})",
-                    )
-                )
-    if "confirm_app_id" not in policy:
-        target = f" ({selected.name})" if selected else ""
+    elif len(selected) == 1:
+        target = selected[0]
+    elif selected:  # none at all is reported by the caller
+        which = ", ".join(app.name for app in selected)
+        problems.append(
+            (
+                (*here, "apps"),
+                "a close_all policy must apply to exactly one app; it selects "
+                f"{len(selected)} ({which})",
+            )
+        )
+    if policy.confirm_app_id is None:
+        named = f" ({target.name})" if target else ""
         problems.append(
             (
                 here,
                 "a close_all policy needs confirm_app_id: the app_id of the one app it "
-                f"applies to{target}",
+                f"applies to{named}",
             )
         )
-        return problems
-    confirm = policy["confirm_app_id"]
-    if isinstance(confirm, bool) or not isinstance(confirm, str | int):
-        problems.append(((*here, "confirm_app_id"), "must be an app_id (a string of digits)"))
-    elif isinstance(confirm, int) and confirm >= _EXACT_INT_LIMIT:
-        problems.append(((*here, "confirm_app_id"), f'quote the id: "{confirm}"'))
-    elif selected is not None and str(confirm) != selected.app_id:
+    elif target is not None and policy.confirm_app_id != target.app_id:
         problems.append(
             (
                 (*here, "confirm_app_id"),
-                f"{str(confirm)!r} is not the app_id of {selected.name}, the one app this "
-                "policy applies to",
+                f"{policy.confirm_app_id!r} is not the app_id of {target.name}, the one app "
+                "this policy applies to",
             )
         )
     return problems
@@ -1207,22 +1449,44 @@ def load_config(
     return loader.load()
 
 
+def _url_host(parts: SplitResult) -> str:
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return host + (f":{parts.port}" if parts.port is not None else "")
+
+
 def _mask_url(url: str) -> str:
+    """``url`` with the password of its user info, if any, masked."""
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:{MASK}@{host}" + (f":{parts.port}" if parts.port else "")
+    netloc = f"{parts.username or ''}:{MASK}@{_url_host(parts)}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _mask_webhook(url: str) -> str:
+    """Only where a webhook goes: its path and query are the credential (Slack, Teams …)."""
+    parts = urlsplit(url)
+    hidden = parts.path not in ("", "/") or parts.query or parts.fragment
+    return urlunsplit(
+        (parts.scheme, _url_host(parts), f"/{MASK}" if hidden else parts.path, "", "")
+    )
 
 
 def mask(cfg: Config) -> dict[str, Any]:
     """The effective config as JSON-able data, every secret replaced by ``"**********"``.
 
-    For the startup log line and ``/status``.
+    For the startup log line and ``/status``. Secrets: appKeys, the password of
+    ``duix.base_url``, and of each notify target the URL's path and query (a webhook URL is
+    its own credential) and every header value.
     """
     data = cfg.model_dump(mode="json")
     for app in data["apps"]:
         app["app_key"] = MASK
     data["duix"]["base_url"] = _mask_url(data["duix"]["base_url"])
+    for policy in data["policies"]:
+        for target in policy["notify"]:
+            target["url"] = _mask_webhook(target["url"])
+            target["headers"] = dict.fromkeys(target["headers"], MASK)
     return data
