@@ -1,0 +1,329 @@
+"""The audit log: an append-only JSON-lines record of every action, ``<state.dir>/audit.jsonl``.
+
+Contract (design.md §9): one JSON object a line, with exactly these keys in this order::
+
+    {"ts": "2026-11-21T12:00:00.000000Z", "cycle": "20261121T120000Z-3fa9c1",
+     "event": "intent" | "outcome" | "dry_run" | "abort", "policy": ..., "app": ..., "app_id": ...,
+     "action": "stop_session" | "close_all" | null, "session_id": ..., "reason": ...,
+     "outcome": ..., "error": ...}
+
+* ``ts`` is the clock's time in UTC, always with microseconds and a ``Z`` suffix
+  (``YYYY-MM-DDTHH:MM:SS.ffffffZ``): fixed width, so the text sorts like the time.
+* Unset fields are ``null``. Lines are ASCII (``ensure_ascii``): a string can never break a line
+  and a torn write can never split a UTF-8 sequence. The API takes no appKey or token, so the
+  log cannot hold one.
+
+Durability (design.md §8 rule 7: an intent is recorded before the DUIX call is made):
+:meth:`AuditLog.write` appends the whole line with ONE ``os.write`` on an ``O_APPEND``
+descriptor, then calls ``fsync`` before returning; any failure raises :class:`AuditError`, and the
+executor then does not act. A crash can therefore leave at most the LAST line torn (a prefix of
+a record, without its newline).
+
+Torn lines and their repair:
+
+* When :class:`AuditLog` opens a file whose last byte is not a newline (a crash tore the last
+  write), it first appends a newline (and fsyncs), so the torn fragment stays on its own line
+  and the next record starts cleanly; ``AuditLog.repaired_torn_line`` says it did.
+* :func:`read_audit` sorts every line that is not a JSON object into one of two kinds:
+
+  - **torn**: a fragment our writer could have left: it starts with ``{`` and has no closing
+    ``}`` (trailing whitespace and NUL padding ignored), or is only NUL bytes. Torn lines are
+    listed in ``torn_lines``; ``torn_tail`` is true when the file's unterminated last line is
+    one (a crash not yet repaired). Either is expected after a crash: no issued call is lost,
+    because the call is only made after its intent line was complete and synced.
+  - **bad**: anything else (garbage, another JSON value, a fragment that happens to end with
+    ``}``). Listed in ``bad_lines``; this is corruption and should never happen.
+
+  A final line without its newline that still parses is a complete record and is returned.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal, get_args
+
+from duixwatch import clock as clock_mod
+from duixwatch import errors
+
+__all__ = [
+    "AUDIT_FILENAME",
+    "RECORD_KEYS",
+    "Action",
+    "AuditError",
+    "AuditLog",
+    "AuditReadResult",
+    "Event",
+    "format_ts",
+    "new_cycle_id",
+    "read_audit",
+]
+
+AUDIT_FILENAME: Final = "audit.jsonl"
+
+Event = Literal["intent", "outcome", "dry_run", "abort"]
+Action = Literal["stop_session", "close_all"]
+
+#: The keys of every record, in the order they are written (design.md §9).
+RECORD_KEYS: Final = (
+    "ts",
+    "cycle",
+    "event",
+    "policy",
+    "app",
+    "app_id",
+    "action",
+    "session_id",
+    "reason",
+    "outcome",
+    "error",
+)
+
+_EVENTS: Final = frozenset(get_args(Event))
+_ACTIONS: Final = frozenset(get_args(Action))
+
+
+class AuditError(errors.DuixwatchError):
+    """The audit log cannot be opened or written: act on nothing that would go unrecorded."""
+
+
+def format_ts(moment: datetime) -> str:
+    """``moment`` in UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (the audit log's ``ts``)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"naive datetime {moment.isoformat()}: audit times must be aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# A random start per process plus a counter: ids of one process never repeat (until 2**24
+# cycles fall in one second), and ids of different processes differ with high probability.
+_CYCLE_BASE: Final = secrets.randbits(24)
+_cycle_counter = itertools.count()
+
+
+def new_cycle_id(now: datetime) -> str:
+    """A new cycle id: ``YYYYMMDDTHHMMSSZ-xxxxxx`` (UTC second, then 6 hex digits).
+
+    Ids sort by second; within a process they are unique (the suffix counts up from a random
+    start, modulo 2**24).
+    """
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError(f"naive datetime {now.isoformat()}: cycle times must be aware")
+    suffix = (_CYCLE_BASE + next(_cycle_counter)) % (1 << 24)
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{suffix:06x}"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Append ``data`` with one ``os.write`` (a regular file takes it whole); loop only on a
+    short write (disk nearly full), so the line is still completed when possible."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:  # pragma: no cover - os.write raises instead on regular files
+            raise OSError("os.write wrote nothing")
+        view = view[written:]
+
+
+class AuditLog:
+    """Appends audit records to one file, durably (see the module docstring).
+
+    Thread-safe: writes are serialised by a lock, so the executor may call it from worker
+    threads. Usable as a context manager, which closes it.
+    """
+
+    def __init__(self, path: Path, *, clock: clock_mod.Clock) -> None:
+        """Open ``path`` for appending, creating it (mode 0600) and its directory (0700).
+
+        If the file's last line is torn (no final newline), terminate it first; see
+        :attr:`repaired_torn_line`. Raises :class:`AuditError` when any of this fails.
+        """
+        self.path = Path(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        #: The fsync used after every write: a seam for tests (replace it on the instance).
+        self._fsync: Callable[[int], None] = os.fsync
+        #: A failed or short write may have left a partial line: the next write starts with a
+        #: newline so its record is on a line of its own.
+        self._needs_newline = False
+        #: True when opening found (and terminated) a torn last line left by a crash.
+        self.repaired_torn_line = False
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            created = not self.path.exists()
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise AuditError(f"cannot open the audit log {self.path}: {exc}") from exc
+        self._fd = fd
+        try:
+            if created:
+                # Make the new directory entry itself durable, not only the file's data.
+                dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    self._fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+            size = os.fstat(fd).st_size
+            if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
+                _write_all(fd, b"\n")
+                self._fsync(fd)
+                self.repaired_torn_line = True
+        except OSError as exc:
+            os.close(fd)
+            self._fd = None
+            raise AuditError(f"cannot prepare the audit log {self.path}: {exc}") from exc
+
+    def write(
+        self,
+        *,
+        cycle: str,
+        event: Event,
+        policy: str,
+        app: str,
+        app_id: str,
+        action: Action | None = None,
+        session_id: str | None = None,
+        reason: str | None = None,
+        outcome: str | None = None,
+        error: str | None = None,
+    ) -> dict[str, Any]:
+        """Append one record and fsync it; returns the record as written.
+
+        Raises :class:`AuditError` when the record cannot be written AND synced (the caller must
+        then not make the call it describes), ``ValueError`` for an unknown event or action.
+        """
+        if event not in _EVENTS:
+            raise ValueError(f"unknown audit event {event!r}")
+        if action is not None and action not in _ACTIONS:
+            raise ValueError(f"unknown audit action {action!r}")
+        record: dict[str, Any] = {
+            "ts": format_ts(self._clock.now()),
+            "cycle": cycle,
+            "event": event,
+            "policy": policy,
+            "app": app,
+            "app_id": app_id,
+            "action": action,
+            "session_id": session_id,
+            "reason": reason,
+            "outcome": outcome,
+            "error": error,
+        }
+        line = json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+        with self._lock:
+            if self._fd is None:
+                raise AuditError(f"the audit log {self.path} is closed")
+            data = (b"\n" if self._needs_newline else b"") + line + b"\n"
+            try:
+                self._needs_newline = True
+                _write_all(self._fd, data)
+                self._needs_newline = False
+                self._fsync(self._fd)
+            except OSError as exc:
+                raise AuditError(f"cannot write the audit log {self.path}: {exc}") from exc
+        return record
+
+    def close(self) -> None:
+        """Close the file (idempotent); later writes raise :class:`AuditError`."""
+        with self._lock:
+            fd, self._fd = self._fd, None
+            if fd is None:
+                return
+            try:
+                os.close(fd)
+            except OSError as exc:
+                raise AuditError(f"cannot close the audit log {self.path}: {exc}") from exc
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"AuditLog({str(self.path)!r})"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReadResult:
+    """What :func:`read_audit` found. Line numbers start at 1."""
+
+    #: Every line that is a JSON object, in file order.
+    records: list[dict[str, Any]] = field(default_factory=list)
+    #: The file ends in an unterminated torn line (a crash not yet repaired by a reopen).
+    torn_tail: bool = False
+    #: Lines that are torn writes (see the module docstring), the tail included: expected
+    #: after a crash, never a lost record.
+    torn_lines: list[int] = field(default_factory=list)
+    #: Lines that are neither a record nor a torn write: corruption, should be empty.
+    bad_lines: list[int] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """No torn and no bad lines."""
+        return not self.torn_lines and not self.bad_lines
+
+
+def _is_torn(line: bytes) -> bool:
+    """Whether an unparsable line looks like a record our writer was cut off while writing."""
+    stripped = line.rstrip(b" \t\r\x00")
+    if not stripped:  # only NUL padding: a write lost in a power cut
+        return True
+    return stripped.startswith(b"{") and not stripped.endswith(b"}")
+
+
+def read_audit(path: Path) -> AuditReadResult:
+    """Read an audit log, tolerating torn lines (see the module docstring).
+
+    A missing file has no records. Blank lines are skipped. Raises :class:`AuditError` when the
+    file cannot be read.
+    """
+    try:
+        with open(path, "rb") as handle:
+            content = handle.read()
+    except FileNotFoundError:
+        return AuditReadResult()
+    except OSError as exc:
+        raise AuditError(f"cannot read the audit log {path}: {exc}") from exc
+    records: list[dict[str, Any]] = []
+    torn_lines: list[int] = []
+    bad_lines: list[int] = []
+    torn_tail = False
+    lines = content.split(b"\n")
+    # After a final newline, split() yields an empty last piece that is not a line.
+    terminated = lines[-1] == b""
+    if terminated:
+        lines.pop()
+    for number, line in enumerate(lines, start=1):
+        is_tail = number == len(lines) and not terminated
+        if not line.strip(b" \t\r"):
+            continue
+        try:
+            value = json.loads(line.decode("utf-8"))
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            value = None
+        if isinstance(value, dict):
+            records.append(value)
+        elif value is None and _is_torn(line):
+            torn_lines.append(number)
+            torn_tail = torn_tail or is_tail
+        else:
+            bad_lines.append(number)
+    return AuditReadResult(
+        records=records, torn_tail=torn_tail, torn_lines=torn_lines, bad_lines=bad_lines
+    )

@@ -1,0 +1,338 @@
+"""Persistent state: what duixwatch must remember across restarts, in SQLite.
+
+Two small tables live in ``<state.dir>/state.sqlite3``:
+
+``first_seen``
+    When each live session of an APP was first seen. A session whose list item carries no start
+    time gets its age from here, so a restart does not make old sessions young again (design.md
+    §2). :meth:`StateStore.first_seen` also forgets the ids of the APP that are no longer live,
+    so the table never holds more than the live sessions.
+``over_since``
+    Per APP and policy, when the APP first exceeded the policy's ``max_sessions``: the start
+    of the ``for_seconds`` window, kept across restarts so a restart does not restart the wait.
+
+Durability and safety choices:
+
+* WAL journal with ``synchronous=FULL``: a transaction that returned is on disk even after a
+  power loss (``NORMAL`` in WAL mode may lose the last transactions, which would reset ages).
+* Times are stored as integer microseconds since the Unix epoch (UTC), so they round-trip
+  exactly; they come back as timezone-aware UTC datetimes. Naive datetimes are refused.
+* The schema is versioned with ``PRAGMA user_version`` and created or migrated at open. A file
+  that is not a database, fails SQLite's ``quick_check``, cannot be opened, or was written by a
+  newer duixwatch (a higher schema version) raises :class:`~duixwatch.errors.ConfigError` naming
+  the path: the operator has to fix or remove the state directory.
+* A directory duixwatch creates gets mode 0700 and the database file 0600 (SQLite gives its
+  ``-wal``/``-shm`` files the database's mode); an existing directory is left as the operator
+  made it.
+* Calls may come from anyio worker threads: the connection is shared across threads
+  (``check_same_thread=False``) behind a lock, and each call is one short transaction.
+* A failure after opening (disk full, I/O error, a closed store) raises :class:`StateError`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Final, TypeVar
+
+from duixwatch import errors
+
+__all__ = ["DB_FILENAME", "SCHEMA_VERSION", "StateError", "StateStore"]
+
+DB_FILENAME: Final = "state.sqlite3"
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+#: Each entry migrates the schema from version ``i`` to ``i + 1``; the store is at
+#: ``len(_MIGRATIONS)``. Append, never edit: a released database has run the earlier ones.
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """
+        CREATE TABLE first_seen (
+            app_id        TEXT    NOT NULL,
+            session_id    TEXT    NOT NULL,
+            first_seen_us INTEGER NOT NULL,
+            PRIMARY KEY (app_id, session_id)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE over_since (
+            app_id   TEXT    NOT NULL,
+            policy   TEXT    NOT NULL,
+            since_us INTEGER NOT NULL,
+            PRIMARY KEY (app_id, policy)
+        ) WITHOUT ROWID
+        """,
+    ),
+)
+
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+_T = TypeVar("_T")
+
+
+class StateError(errors.DuixwatchError):
+    """Reading or writing the state database failed after it was opened."""
+
+
+def _to_us(moment: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime (exact, unlike float seconds)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"naive datetime {moment.isoformat()}: state times must be aware")
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+class StateStore:
+    """duixwatch's persistent state in one SQLite database (see the module docstring).
+
+    Usable as a context manager, which closes it.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        """Open (creating if needed) ``<directory>/state.sqlite3``.
+
+        Raises :class:`~duixwatch.errors.ConfigError` naming the path when the directory or
+        database cannot be created or opened, or the database is corrupt or too new.
+        """
+        path = Path(directory) / DB_FILENAME
+        self.path: Path | None = path
+        try:
+            Path(directory).mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Create the file ourselves so it is 0600 whatever the umask; SQLite copies the
+            # database's mode to its -wal and -shm files.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            connection = sqlite3.connect(
+                path, timeout=5.0, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise errors.ConfigError(f"cannot open the state database {path}: {exc}") from exc
+        self._connection = connection
+        self._lock = threading.Lock()
+        self._closed = False
+        self._prepare(journal_mode="wal")
+
+    @classmethod
+    def in_memory(cls) -> StateStore:
+        """A store that lives only as long as the object (tests, ``duixwatch plan``)."""
+        store = cls.__new__(cls)
+        store.path = None
+        store._connection = sqlite3.connect(
+            ":memory:", isolation_level=None, check_same_thread=False
+        )
+        store._lock = threading.Lock()
+        store._closed = False
+        store._prepare(journal_mode=None)
+        return store
+
+    @property
+    def _label(self) -> str:
+        return str(self.path) if self.path is not None else ":memory:"
+
+    def _prepare(self, *, journal_mode: str | None) -> None:
+        """Configure the connection, check integrity and bring the schema up to date.
+
+        Any failure closes the connection and raises :class:`~duixwatch.errors.ConfigError`.
+        """
+        try:
+            db = self._connection
+            if journal_mode is not None:
+                # On a filesystem without shared memory SQLite keeps its rollback journal;
+                # with synchronous=FULL that is just as durable, only slower.
+                db.execute(f"PRAGMA journal_mode={journal_mode}")
+            db.execute("PRAGMA synchronous=FULL")
+            checks = [str(row[0]) for row in db.execute("PRAGMA quick_check")]
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            self._connection.close()
+            raise errors.ConfigError(f"cannot use the state database {self._label}: {exc}") from exc
+        problem = None
+        if checks != ["ok"]:
+            problem = (
+                f"the state database {self._label} is corrupt ({'; '.join(checks)[:200]});"
+                " move it away and restart (first-seen times will restart from now)"
+            )
+        elif version > SCHEMA_VERSION:
+            problem = (
+                f"the state database {self._label} has schema version {version}, newer than"
+                f" this duixwatch understands ({SCHEMA_VERSION}); upgrade duixwatch or move"
+                " the state directory away"
+            )
+        if problem is not None:
+            self._connection.close()
+            raise errors.ConfigError(problem)
+        try:
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                self._migrate(target)
+        except sqlite3.Error as exc:
+            self._connection.close()
+            raise errors.ConfigError(
+                f"cannot migrate the state database {self._label} to schema version"
+                f" {SCHEMA_VERSION}: {exc}"
+            ) from exc
+
+    def _migrate(self, target: int) -> None:
+        """Run the migration to schema version ``target`` in one transaction."""
+        db = self._connection
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _MIGRATIONS[target - 1]:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version={target}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock; SQLite errors become :class:`StateError`."""
+        with self._lock:
+            if self._closed:
+                raise StateError(f"the state database {self._label} is closed")
+            db = self._connection
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StateError(f"state database {self._label}: {exc}") from exc
+            try:
+                yield db
+            except BaseException as exc:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error as rollback_exc:
+                    exc.add_note(f"rollback failed too: {rollback_exc}")
+                if isinstance(exc, sqlite3.Error):
+                    raise StateError(f"state database {self._label}: {exc}") from exc
+                raise
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StateError(f"state database {self._label}: {exc}") from exc
+
+    def _read(self, query: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run a read-only ``query`` under the lock."""
+        with self._lock:
+            if self._closed:
+                raise StateError(f"the state database {self._label} is closed")
+            try:
+                return query(self._connection)
+            except sqlite3.Error as exc:
+                raise StateError(f"state database {self._label}: {exc}") from exc
+
+    # ----------------------------------------------------------------------- first seen
+
+    def first_seen(
+        self, app_id: str, session_ids: Iterable[str], now: datetime
+    ) -> dict[str, datetime]:
+        """When each of ``session_ids`` was first seen for ``app_id``; new ones get ``now``.
+
+        ``session_ids`` must be the APP's COMPLETE live list from a successful poll: ids of the
+        APP that are not in it are forgotten (those sessions ended), all in one transaction.
+        Never call it after a failed poll, or every age would restart.
+        """
+        ids = list(dict.fromkeys(session_ids))
+        now_us = _to_us(now)
+        with self._transaction() as db:
+            known = dict(
+                db.execute(
+                    "SELECT session_id, first_seen_us FROM first_seen WHERE app_id = ?",
+                    (app_id,),
+                ).fetchall()
+            )
+            live = set(ids)
+            db.executemany(
+                "DELETE FROM first_seen WHERE app_id = ? AND session_id = ?",
+                [(app_id, sid) for sid in known if sid not in live],
+            )
+            new = [sid for sid in ids if sid not in known]
+            db.executemany(
+                "INSERT INTO first_seen (app_id, session_id, first_seen_us) VALUES (?, ?, ?)",
+                [(app_id, sid, now_us) for sid in new],
+            )
+        return {sid: _from_us(known.get(sid, now_us)) for sid in ids}
+
+    # ----------------------------------------------------------------------- over since
+
+    def over_since(self, app_id: str, policy: str) -> datetime | None:
+        """When ``app_id`` first exceeded ``policy``'s ``max_sessions`` (None: it is not over)."""
+        row = self._read(
+            lambda db: db.execute(
+                "SELECT since_us FROM over_since WHERE app_id = ? AND policy = ?",
+                (app_id, policy),
+            ).fetchone()
+        )
+        return None if row is None else _from_us(int(row[0]))
+
+    def set_over_since(self, app_id: str, policy: str, since: datetime | None) -> None:
+        """Record when ``app_id`` went over ``policy``'s limit; ``None`` clears it."""
+        since_us = None if since is None else _to_us(since)
+        with self._transaction() as db:
+            if since_us is None:
+                db.execute(
+                    "DELETE FROM over_since WHERE app_id = ? AND policy = ?", (app_id, policy)
+                )
+            else:
+                db.execute(
+                    "INSERT INTO over_since (app_id, policy, since_us) VALUES (?, ?, ?)"
+                    " ON CONFLICT (app_id, policy) DO UPDATE SET since_us = excluded.since_us",
+                    (app_id, policy, since_us),
+                )
+
+    # ----------------------------------------------------------------------- housekeeping
+
+    def forget_apps(self, keep_app_ids: Iterable[str]) -> None:
+        """Drop every row of the APPs not in ``keep_app_ids`` (no longer configured)."""
+        keep = set(keep_app_ids)
+        with self._transaction() as db:
+            stored = {
+                row[0]
+                for row in db.execute(
+                    "SELECT app_id FROM first_seen UNION SELECT app_id FROM over_since"
+                )
+            }
+            gone = [(app_id,) for app_id in stored - keep]
+            db.executemany("DELETE FROM first_seen WHERE app_id = ?", gone)
+            db.executemany("DELETE FROM over_since WHERE app_id = ?", gone)
+
+    def forget_policies(self, keep_policies: Iterable[str]) -> None:
+        """Drop the ``over_since`` rows of policies not in ``keep_policies`` (removed, renamed)."""
+        keep = set(keep_policies)
+        with self._transaction() as db:
+            stored = {row[0] for row in db.execute("SELECT DISTINCT policy FROM over_since")}
+            db.executemany("DELETE FROM over_since WHERE policy = ?", [(p,) for p in stored - keep])
+
+    def close(self) -> None:
+        """Close the database (idempotent); later calls raise :class:`StateError`."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._connection.close()
+            except sqlite3.Error as exc:
+                raise StateError(f"closing the state database {self._label}: {exc}") from exc
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"StateStore({self._label!r})"
