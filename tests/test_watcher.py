@@ -18,7 +18,7 @@ from duixwatch import models, settings
 from duixwatch.duix import DuixClient
 from duixwatch.sim import Simulator, create_app
 from duixwatch.store import SnapshotStore
-from duixwatch.watcher import AppLoop, Fleet, poll_once
+from duixwatch.watcher import AppLoop, Fleet, MemoryFirstSeen, poll_once
 from tests.fakes import FakeClock, VirtualClock
 
 
@@ -67,7 +67,7 @@ async def test_a_poll_returns_the_simulators_truth(sim: Simulator, clock: FakeCl
     app = sim.apps[0]
     made = [sim.add_session(app.app_id, age_seconds=a) for a in (10, 100)]
     async with client_for(sim, clock) as client:
-        snap = await poll_once(app_config(sim), client, clock=clock, first_seen={})
+        snap = await poll_once(app_config(sim), client, clock=clock, first_seen=MemoryFirstSeen())
     assert snap.ok
     assert snap.error is None
     assert snap.fetched_at is not None
@@ -136,7 +136,7 @@ async def test_sessions_without_a_start_time_age_from_first_sight(
 ) -> None:
     app = sim.apps[0]
     timeless = sim.add_session(app.app_id, with_start=False)
-    first_seen: dict[str, Any] = {}
+    first_seen = MemoryFirstSeen()
     async with client_for(sim, clock) as client:
         first = await poll_once(app_config(sim), client, clock=clock, first_seen=first_seen)
         clock.advance(100)
@@ -148,7 +148,7 @@ async def test_sessions_without_a_start_time_age_from_first_sight(
     (session,) = second.sessions.sessions
     assert session.started_at is None
     assert session.age_seconds(clock.now()) == pytest.approx(100, abs=0.01)
-    assert first_seen == {}  # the session left the list: forgotten
+    assert first_seen.first_seen(app.app_id, [], clock.now()) == {}  # forgotten when it left
 
 
 # --------------------------------------------------------------------------- the schedule

@@ -26,14 +26,14 @@ from typing import Any, Literal, NoReturn, TextIO
 import anyio
 from pydantic import SecretStr
 
-from duixwatch import __version__, errors, logs, models, settings
+from duixwatch import __version__, errors, logs, models, policy, settings, state
 from duixwatch import sim as simulator
 from duixwatch.clock import SystemClock
 from duixwatch.daemon import Daemon
 from duixwatch.duix import DuixClient
 from duixwatch.duix.auth import mint_token
-from duixwatch.server import snapshot_status
-from duixwatch.watcher import poll_once
+from duixwatch.server import policy_plan_status, snapshot_status
+from duixwatch.watcher import FirstSeen, MemoryFirstSeen, poll_once
 
 __all__ = ["main"]
 
@@ -539,23 +539,30 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _cmd_once(args: argparse.Namespace, out: TextIO) -> int:
-    config = _load(args)
-    clock = SystemClock()
+def _poll_all(
+    config: settings.Config, clock: SystemClock, first_seen: FirstSeen
+) -> list[models.AppSnapshot]:
+    """One poll of every configured APP, concurrently (the client's caps still apply)."""
 
     async def poll_all() -> list[models.AppSnapshot]:
         results: dict[str, models.AppSnapshot] = {}
         async with DuixClient(config.duix, clock=clock) as client:
 
             async def one(app: settings.AppConfig) -> None:
-                results[app.name] = await poll_once(app, client, clock=clock, first_seen={})
+                results[app.name] = await poll_once(app, client, clock=clock, first_seen=first_seen)
 
             async with anyio.create_task_group() as tg:
                 for app in config.apps:
                     tg.start_soon(one, app)
         return [results[a.name] for a in config.apps]
 
-    snapshots = anyio.run(poll_all)
+    return anyio.run(poll_all)
+
+
+def _cmd_once(args: argparse.Namespace, out: TextIO) -> int:
+    config = _load(args)
+    clock = SystemClock()
+    snapshots = _poll_all(config, clock, MemoryFirstSeen())
     now = clock.now()
     if args.output == "json":
         _print_json([snapshot_status(s, now) for s in snapshots], out)
@@ -581,6 +588,65 @@ def _cmd_once(args: argparse.Namespace, out: TextIO) -> int:
         _print_table(
             ("APP", "APP ID", "STATE", "SESSIONS", "USER", "TOTAL", "OLDEST", "ERROR"), rows, out
         )
+    return EXIT_FAILURE if any(s.error is not None for s in snapshots) else EXIT_OK
+
+
+def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
+    """One poll and one evaluation: what every policy would do now. Never acts."""
+    config = _load(args)
+    clock = SystemClock()
+    # The daemon's state (first-seen times, for_seconds clocks) when there is one; plan never
+    # creates a state directory and never changes a for_seconds clock.
+    store = (
+        state.StateStore(config.state.dir)
+        if config.state.dir.is_dir()
+        else state.StateStore.in_memory()
+    )
+    try:
+        snapshots = _poll_all(config, clock, store)
+        now = clock.now()
+        plans = []
+        for app, snap in zip(config.apps, snapshots, strict=True):
+            policies = [p for p in config.policies if p.selects(app)]
+            over = {p.name: store.over_since(app.app_id, p.name) for p in policies}
+            plans.append(
+                policy.evaluate(
+                    policies,
+                    app,
+                    snap,
+                    now=now,
+                    enforcement_enabled=config.enforcement.enabled,
+                    over_since=over,
+                )
+            )
+    finally:
+        store.close()
+    entries = [policy_plan_status(p, plan.at) for plan in plans for p in plan.policies]
+    if args.output == "json":
+        _print_json({"enforcement_enabled": config.enforcement.enabled, "policies": entries}, out)
+    else:
+        rows: list[tuple[str, ...]] = []
+        for e in entries:
+            mode = "dry-run" if e["dry_run"] else "ENFORCE"
+            head = (e["policy"], e["app"], mode)
+            if e["abort"]:
+                rows.append((*head, "ABORT", "", f"{e['abort']['reason']}: {e['abort']['detail']}"))
+            elif e["waiting"]:
+                rows.append((*head, "wait", "", e["waiting"]))
+            elif not e["matched"]:
+                rows.append((*head, "-", "", "nothing matches"))
+            for a in e["actions"] if not e["abort"] else []:
+                verb = "would close ALL" if a["action"] == "close_all" else "would stop"
+                rows.append((*head, verb, a["session_id"] or "", a["reason"]))
+            for m in e["matched"]:
+                if m["protected"]:
+                    rows.append((*head, "protected", m["session_id"] or "", m["reason"]))
+        if not config.policies:
+            out.write("no policies configured\n")
+        else:
+            _print_table(("POLICY", "APP", "MODE", "DECISION", "SESSION", "WHY"), rows, out)
+            if not config.enforcement.enabled:
+                out.write("enforcement.enabled is false: nothing would be closed for real\n")
     return EXIT_FAILURE if any(s.error is not None for s in snapshots) else EXIT_OK
 
 
@@ -712,6 +778,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (YAML)")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.set_defaults(plain=_cmd_once)
+
+    p = command("plan", "poll once and show what every policy would do now, and why (never acts)")
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (YAML)")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.set_defaults(plain=_cmd_plan)
 
     p = command("check", "validate a config file and its policies (exit 2 on error)")
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (YAML)")

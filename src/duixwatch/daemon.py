@@ -36,7 +36,20 @@ import structlog
 from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry
 
-from duixwatch import __version__, asgi, errors, metrics, models, server, settings
+from duixwatch import (
+    __version__,
+    asgi,
+    audit,
+    errors,
+    executor,
+    metrics,
+    models,
+    notify,
+    policy,
+    server,
+    settings,
+    state,
+)
 from duixwatch.clock import Clock
 from duixwatch.duix import DuixClient
 from duixwatch.store import SnapshotStore
@@ -82,6 +95,7 @@ class Daemon:
         clock: Clock,
         registry: CollectorRegistry | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        notify_transport: httpx.AsyncBaseTransport | None = None,
         environ: Mapping[str, str] | None = None,
         rng: random.Random | None = None,
         handle_signals: bool = True,
@@ -101,13 +115,28 @@ class Daemon:
             registry, snapshots=self._store.all, clock=clock, version=__version__
         )
         self._registry = registry
+        self._state = state.StateStore(config.state.dir)
+        self._audit = audit.AuditLog(config.state.dir / "audit.jsonl", clock=clock)
+        self._notifier = notify.Notifier(clock=clock, transport=notify_transport)
+        self._client = self._new_client(config)
+        self._executor = executor.Executor(
+            self._client,
+            clock=clock,
+            audit_log=self._audit,
+            metric_set=self._metrics,
+            notifier=self._notifier,
+            max_stops_per_second=config.enforcement.max_stops_per_second,
+            request_timeout_seconds=config.duix.request_timeout_seconds,
+        )
+        self._last_plans: dict[str, policy.Plan] = {}
         self._fleet = Fleet(
             self._store,
             clock=clock,
             rng=rng or random.Random(),
             on_poll_error=self._metrics.poll_failed,
+            first_seen=self._state,
+            after_poll=self._policy_cycle,
         )
-        self._client = self._new_client(config)
         self._fingerprint = _fingerprint(config_path)
         self._started_at = clock.now()
         self._last_reload: dict[str, Any] = {"ok": True, "at": self._started_at.isoformat()}
@@ -137,7 +166,40 @@ class Daemon:
             "last_reload": dict(self._last_reload),
             "enforcement_enabled": enforcement.enabled,
             "apps_configured": len(self._config.apps),
+            "policies": [
+                server.policy_plan_status(p, plan.at)
+                for plan in self._last_plans.values()
+                for p in plan.policies
+            ],
+            "recent_actions": [server.action_status(r) for r in reversed(self._executor.recent)],
         }
+
+    # ------------------------------------------------------------------ policies
+
+    async def _policy_cycle(self, app: settings.AppConfig, snapshot: models.AppSnapshot) -> None:
+        """Evaluate the policies that select ``app`` on its new snapshot and act on the plan."""
+        config = self._config
+        policies = [p for p in config.policies if p.selects(app)]
+        if not policies:
+            self._last_plans.pop(app.name, None)
+            return
+        over = {p.name: self._state.over_since(app.app_id, p.name) for p in policies}
+        now = self._clock.now()
+        plan = policy.evaluate(
+            policies,
+            app,
+            snapshot,
+            now=now,
+            enforcement_enabled=config.enforcement.enabled,
+            over_since=over,
+        )
+        for pplan in plan.policies:
+            if pplan.over_since != over.get(pplan.policy):
+                self._state.set_over_since(app.app_id, pplan.policy, pplan.over_since)
+        self._last_plans[app.name] = plan
+        await self._executor.execute(
+            plan, app, {p.name: p for p in policies}, cycle=audit.new_cycle_id(now)
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -170,6 +232,7 @@ class Daemon:
                 self._cancel = tg.cancel_scope
                 if self._handle_signals:
                     await tg.start(self._signals)
+                await tg.start(self._notifier.run)
                 await tg.start(self._fleet.run)
                 await self._fleet.apply(config.apps, self._client, config.daemon)
                 self.port = await tg.start(asgi.serve, app, config.server.host, config.server.port)
@@ -182,6 +245,8 @@ class Daemon:
             sd_notify("STOPPING=1", self._process_env)
             with anyio.move_on_after(self._config.daemon.shutdown_timeout_seconds, shield=True):
                 await self._client.aclose()
+            self._audit.close()
+            self._state.close()
             log.info("stopped")
 
     def stop(self) -> None:
@@ -251,9 +316,24 @@ class Daemon:
                 detail="server.listen changes take effect after a restart",
                 listen=old.server.listen,
             )
+        if new.state.dir != old.state.dir:
+            log.warning(
+                "config_reload_partial",
+                detail="state.dir changes take effect after a restart",
+                dir=str(old.state.dir),
+            )
         self._publish_config(new)  # first: stragglers of removed APPs are then ignored
+        self._executor.reconfigure(
+            self._client,
+            max_stops_per_second=new.enforcement.max_stops_per_second,
+            request_timeout_seconds=new.duix.request_timeout_seconds,
+        )
+        self._config = new  # before the loops restart: their policy cycles read it
         await self._fleet.apply(new.apps, self._client, new.daemon)
-        self._config = new
+        self._state.forget_apps(a.app_id for a in new.apps)
+        self._state.forget_policies(p.name for p in new.policies)
+        for name in set(self._last_plans) - {a.name for a in new.apps}:
+            del self._last_plans[name]
         if self._client is not old_client:
             await old_client.aclose()
         self._last_reload = {"ok": True, "at": self._clock.now().isoformat()}
@@ -268,5 +348,6 @@ class Daemon:
 
     def _publish_config(self, config: settings.Config) -> None:
         self._metrics.set_apps(app.name for app in config.apps)
+        self._metrics.set_policies((p.name, p.action, p.dry_run) for p in config.policies)
         self._metrics.set_enforcement_enabled(config.enforcement.enabled)
         self._metrics.config_reloaded(True, at=self._clock.now())

@@ -320,6 +320,13 @@ class Metrics:
             _POLICY_ABORT_LABELS,
             registry=registry,
         )
+        self._policy_info = Gauge(
+            "duixwatch_policy_info",
+            "1 for every configured policy; labels say its action and whether it is a dry run "
+            '(dry_run="false" policies close sessions when enforcement is enabled).',
+            ["policy", "action", "dry_run"],
+            registry=registry,
+        )
         self._enforcement = Gauge(
             "duixwatch_enforcement_enabled",
             "1 when enforcement.enabled is true (non-dry-run policies may close sessions), else 0.",
@@ -399,6 +406,23 @@ class Metrics:
         for app in apps:
             for reason in _POLL_ERROR_REASONS:
                 self._poll_errors.labels(app=app, reason=reason)
+
+    def set_policies(self, policies: Iterable[tuple[str, str, bool]]) -> None:
+        """Declare the configured policies as ``(name, action, dry_run)`` (start and reload).
+
+        Children of ``duixwatch_policy_matched_sessions`` of policies no longer configured are
+        dropped too (their counters stay: a counter that vanishes would look like a reset).
+        """
+        self._policy_info.clear()
+        names = set()
+        for name, action, dry_run in policies:
+            names.add(name)
+            self._policy_info.labels(
+                policy=name, action=action, dry_run="true" if dry_run else "false"
+            ).set(1)
+        for labels in [s.labels for m in self._policy_matched.collect() for s in m.samples]:
+            if labels["policy"] not in names:
+                self._policy_matched.remove(labels["app"], labels["policy"])
 
     def _watched(self, app: str) -> bool:
         """Whether per-app values of ``app`` are recorded: not when a reload removed it."""

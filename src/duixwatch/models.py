@@ -21,6 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr
 from pydantic.alias_generators import to_camel
 
 __all__ = [
+    "ActionRecord",
     "AppCredentials",
     "AppSnapshot",
     "Avatar",
@@ -194,6 +195,25 @@ class AppSnapshot:
         if not self.ok or self.fetched_at is None:
             return False
         return (now - self.fetched_at).total_seconds() <= self.stale_after_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRecord:
+    """One action a policy took (or, as a dry run, would have taken), for ``/status``.
+
+    ``outcome`` is ``stopped``, ``already_closed``, ``failed`` or ``dry_run``.
+    """
+
+    at: datetime
+    cycle: str
+    policy: str
+    app: str
+    app_id: str
+    action: str
+    session_id: str | None
+    outcome: str
+    reason: str
+    error: str | None = None
 
 
 # --------------------------------------------------------------------------- wire documents

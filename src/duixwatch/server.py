@@ -24,10 +24,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from duixwatch import metrics, models
+from duixwatch import metrics, models, policy
 from duixwatch.clock import Clock
 
-__all__ = ["DaemonView", "create_app", "snapshot_status"]
+__all__ = ["DaemonView", "action_status", "create_app", "policy_plan_status", "snapshot_status"]
 
 
 class DaemonView(Protocol):
@@ -99,6 +99,50 @@ def snapshot_status(
     return entry
 
 
+def policy_plan_status(plan: policy.PolicyPlan, at: datetime) -> dict[str, Any]:
+    """One policy's last evaluation for one APP, for ``/status`` and ``duixwatch plan -o json``."""
+    return {
+        "policy": plan.policy,
+        "app": plan.app,
+        "app_id": plan.app_id,
+        "action": plan.action,
+        "evaluated_at": at.isoformat(),
+        "dry_run": plan.dry_run,
+        "matched": [
+            {
+                "session_id": m.session_id,
+                "age_seconds": None if m.age_seconds is None else round(m.age_seconds, 3),
+                "reason": m.reason,
+                "protected": m.protected,
+            }
+            for m in plan.matched
+        ],
+        "actions": [
+            {"action": a.action, "session_id": a.session_id, "reason": a.reason}
+            for a in plan.actions
+        ],
+        "abort": None
+        if plan.abort is None
+        else {"reason": plan.abort.reason, "detail": plan.abort.detail},
+        "waiting": plan.waiting,
+    }
+
+
+def action_status(record: models.ActionRecord) -> dict[str, Any]:
+    """One recent action for ``/status``."""
+    return {
+        "at": record.at.isoformat(),
+        "cycle": record.cycle,
+        "policy": record.policy,
+        "app": record.app,
+        "action": record.action,
+        "session_id": record.session_id,
+        "outcome": record.outcome,
+        "reason": record.reason,
+        "error": record.error,
+    }
+
+
 def _age_text(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -127,7 +171,27 @@ def _html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> str:
             "</tr>"
         )
     facts = "".join(
-        f"<li>{esc(str(k))}: {esc(str(v))}</li>" for k, v in info.items() if k != "config"
+        f"<li>{esc(str(k))}: {esc(str(v))}</li>"
+        for k, v in info.items()
+        if k not in ("config", "policies", "recent_actions")
+    )
+    policy_rows = "".join(
+        "<tr>"
+        f"<td>{esc(p['policy'])}</td><td>{esc(p['app'])}</td>"
+        f"<td>{'dry run' if p['dry_run'] else 'ENFORCING'}</td>"
+        f"<td>{len(p['matched'])}</td><td>{len(p['actions'])}</td>"
+        f"<td>{esc(p['abort']['reason'] + ': ' + p['abort']['detail']) if p['abort'] else ''}"
+        f"{esc(p['waiting'] or '')}</td>"
+        "</tr>"
+        for p in info.get("policies", [])
+    )
+    action_rows = "".join(
+        "<tr>"
+        f"<td>{esc(a['at'])}</td><td>{esc(a['policy'])}</td><td>{esc(a['app'])}</td>"
+        f"<td>{esc(a['action'])}</td><td>{esc(a['session_id'] or '')}</td>"
+        f"<td>{esc(a['outcome'])}</td><td>{esc(a['error'] or a['reason'])}</td>"
+        "</tr>"
+        for a in info.get("recent_actions", [])[:50]
     )
     return (
         "<!doctype html><html><head><meta charset=utf-8><title>duixwatch status</title>"
@@ -139,6 +203,12 @@ def _html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> str:
         "<th>user concurrency</th><th>total concurrency</th><th>oldest session</th>"
         "<th>last success</th><th>last error</th></tr>"
         + "".join(rows)
+        + "</table><h2>Policies (last evaluation)</h2><table><tr><th>policy</th><th>app</th>"
+        "<th>mode</th><th>matched</th><th>actions</th><th>abort / waiting</th></tr>"
+        + policy_rows
+        + "</table><h2>Recent actions</h2><table><tr><th>at</th><th>policy</th><th>app</th>"
+        "<th>action</th><th>session</th><th>outcome</th><th>detail</th></tr>"
+        + action_rows
         + "</table><p>JSON: <a href='/status?format=json'>/status?format=json</a> · "
         "<a href='/metrics'>/metrics</a></p></body></html>"
     )
@@ -172,8 +242,8 @@ def create_app(*, registry: CollectorRegistry, view: DaemonView, clock: Clock) -
             for s in view.snapshots()
             if wanted is None or s.app == wanted
         ]
-        if wanted is not None and not entries:
-            return JSONResponse({"error": f"no app named {wanted!r}"}, 404)
+        if wanted is not None and not entries and wanted not in view.pending():
+            return JSONResponse({"error": f"no app named {wanted!r} is configured"}, 404)
         info = dict(view.info())
         accept = request.headers.get("accept", "")
         if request.query_params.get("format") != "json" and "text/html" in accept:

@@ -20,10 +20,10 @@ so a failing or hanging APP holds at most its own two requests and never slows t
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import structlog
@@ -40,6 +40,31 @@ log = structlog.get_logger("duixwatch.watcher")
 
 #: Called once per failed poll with (app name, reason).
 PollErrorHook = Callable[[str, str], None]
+#: Awaited after every poll with the APP and its new snapshot (the policy cycle).
+AfterPollHook = Callable[[settings.AppConfig, models.AppSnapshot], Awaitable[None]]
+
+
+class FirstSeen(Protocol):
+    """Remembers when each session id was first seen (``state.StateStore`` persists it)."""
+
+    def first_seen(
+        self, app_id: str, session_ids: Iterable[str], now: datetime
+    ) -> Mapping[str, datetime]: ...
+
+
+class MemoryFirstSeen:
+    """First-seen times in memory only (``duixwatch once`` and tests)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, dict[str, datetime]] = {}
+
+    def first_seen(
+        self, app_id: str, session_ids: Iterable[str], now: datetime
+    ) -> Mapping[str, datetime]:
+        known = self._seen.get(app_id, {})
+        current = {sid: known.get(sid, now) for sid in session_ids}
+        self._seen[app_id] = current
+        return current
 
 
 async def poll_once(
@@ -48,12 +73,12 @@ async def poll_once(
     *,
     clock: Clock,
     previous: models.AppSnapshot | None = None,
-    first_seen: dict[str, datetime] | None = None,
+    first_seen: FirstSeen | None = None,
 ) -> models.AppSnapshot:
     """Poll one APP once and return its new snapshot (with ``error`` set if the poll failed).
 
-    ``first_seen`` (session id -> first time seen) is updated in place: sessions whose list item
-    has no start time are aged from it, and ids that left the list are forgotten.
+    With ``first_seen``, every listed session gets the time it was first seen (sessions whose
+    list item has no start time are aged from it; ids that left the list are forgotten).
     """
     base = previous or models.AppSnapshot(
         app=app.name, app_id=app.app_id, poll_interval_seconds=app.poll_interval_seconds
@@ -92,7 +117,10 @@ async def poll_once(
     fetched_at = clock.now()
     sessions: models.SessionList | None = results.get("sessions")
     if sessions is not None and first_seen is not None:
-        sessions = _with_first_seen(sessions, first_seen, fetched_at)
+        ids = [s.session_id for s in sessions.sessions if s.session_id is not None]
+        # Called inline: it writes only when sessions appear or end (one short transaction).
+        seen = first_seen.first_seen(app.app_id, ids, fetched_at)
+        sessions = _with_first_seen(sessions, seen)
     return replace(
         base,
         fetched_at=fetched_at,
@@ -112,19 +140,13 @@ def _most_telling(found: Sequence[errors.ApiError]) -> errors.ApiError:
 
 
 def _with_first_seen(
-    listing: models.SessionList, first_seen: dict[str, datetime], now: datetime
+    listing: models.SessionList, seen: Mapping[str, datetime]
 ) -> models.SessionList:
-    current = {s.session_id for s in listing.sessions if s.session_id is not None}
-    for gone in [sid for sid in first_seen if sid not in current]:
-        del first_seen[gone]
-    sessions = []
-    for session in listing.sessions:
-        if session.session_id is None:
-            sessions.append(session)
-            continue
-        seen = first_seen.setdefault(session.session_id, now)
-        sessions.append(replace(session, first_seen_at=seen))
-    return replace(listing, sessions=tuple(sessions))
+    sessions = tuple(
+        s if s.session_id is None else replace(s, first_seen_at=seen.get(s.session_id))
+        for s in listing.sessions
+    )
+    return replace(listing, sessions=sessions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +168,8 @@ class AppLoop:
         rng: random.Random,
         daemon: settings.DaemonSettings,
         on_poll_error: PollErrorHook | None = None,
+        first_seen: FirstSeen | None = None,
+        after_poll: AfterPollHook | None = None,
     ) -> None:
         self.app = app
         self._client = client
@@ -154,7 +178,8 @@ class AppLoop:
         self._rng = rng
         self._schedule = _Schedule(daemon.jitter_fraction, daemon.backoff_max_seconds)
         self._on_poll_error = on_poll_error
-        self._first_seen: dict[str, datetime] = {}
+        self._first_seen = first_seen if first_seen is not None else MemoryFirstSeen()
+        self._after_poll = after_poll
         self._shape_logged: str | None = None
         #: Monotonic time by which the next poll should have started (for liveness checks).
         self.next_due = clock.monotonic()
@@ -189,6 +214,7 @@ class AppLoop:
                 self._store.put(snapshot)
                 delay = self.delay_after(snapshot)
                 self._report(previous, snapshot, delay)
+                await self._policy_cycle(snapshot)
                 previous = snapshot
                 self.next_due = started + delay
                 await self._clock.sleep(self.next_due - self._clock.monotonic())
@@ -216,6 +242,14 @@ class AppLoop:
                 consecutive_failures=base.consecutive_failures + 1,
                 polls=base.polls + 1,
             )
+
+    async def _policy_cycle(self, snapshot: models.AppSnapshot) -> None:
+        if self._after_poll is None:
+            return
+        try:
+            await self._after_poll(self.app, snapshot)
+        except Exception:  # a bug in the policy cycle must not stop the polling
+            log.exception("policy_cycle_crashed")
 
     def _report(
         self,
@@ -254,11 +288,15 @@ class Fleet:
         clock: Clock,
         rng: random.Random,
         on_poll_error: PollErrorHook | None = None,
+        first_seen: FirstSeen | None = None,
+        after_poll: AfterPollHook | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._rng = rng
         self._on_poll_error = on_poll_error
+        self._first_seen = first_seen
+        self._after_poll = after_poll
         self._loops: dict[str, tuple[AppLoop, anyio.CancelScope, tuple[Any, ...]]] = {}
         self._tg: TaskGroup | None = None
 
@@ -302,6 +340,8 @@ class Fleet:
                 rng=self._rng,
                 daemon=daemon,
                 on_poll_error=self._on_poll_error,
+                first_seen=self._first_seen,
+                after_poll=self._after_poll,
             )
             scope = await self._tg.start(self._host, loop)
             self._loops[app.name] = (loop, scope, _identity(app, client, daemon))
