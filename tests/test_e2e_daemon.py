@@ -4,14 +4,11 @@ and a real Prometheus (Debian's package) scraping it."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -21,73 +18,17 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests import procs
+from tests.procs import DUIXWATCH, eventually, free_port, process
 from tests.tools import require_tool
 
 pytestmark = pytest.mark.e2e
 
-DUIXWATCH = [sys.executable, "-m", "duixwatch"]
 SEED, APPS, INTERVAL = 31, 3, 1.0
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-def eventually(check: Callable[[], T | None], *, timeout: float, what: str) -> T:
-    """Poll ``check`` until it returns a truthy value, for at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except httpx.HTTPError as exc:
-            last = exc
-        else:
-            if result:
-                return result
-            last = result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-@contextmanager
-def process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out, subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT) as p:
-        try:
-            yield p
-        finally:
-            if p.poll() is None:
-                p.kill()
-            p.wait(timeout=10)
 
 
 def start_sim(port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        p = subprocess.Popen(
-            [
-                *DUIXWATCH,
-                "sim",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--apps",
-                str(APPS),
-                "--seed",
-                str(SEED),
-                "--no-workload",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    eventually(
-        lambda: httpx.get(f"http://127.0.0.1:{port}/_sim/state", timeout=1).status_code == 200,
-        timeout=15,
-        what="the simulator",
-    )
-    return p
+    return procs.start_sim(port, log, apps=APPS, seed=SEED)
 
 
 def metric_values(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -108,24 +49,7 @@ def get(
 def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """Simulator + daemon processes; yields ports, paths and process handles."""
     sim_port, http_port = free_port(), free_port()
-    printed = subprocess.run(
-        [
-            *DUIXWATCH,
-            "sim",
-            "--apps",
-            str(APPS),
-            "--seed",
-            str(SEED),
-            "--print-config",
-            "--listen",
-            f"127.0.0.1:{sim_port}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    config = yaml.safe_load(printed.stdout)
+    config = procs.sim_config(sim_port, apps=APPS, seed=SEED)
     for app in config["apps"]:
         app["poll_interval_seconds"] = INTERVAL
     config["server"] = {"listen": f"127.0.0.1:{http_port}"}
@@ -308,7 +232,10 @@ def test_a_real_prometheus_scrapes_every_app(stack: dict[str, Any], tmp_path: Pa
         api = f"http://127.0.0.1:{prom_port}/api/v1/query"
 
         def scraped() -> set[str] | None:
-            doc = httpx.get(api, params={"query": "duix_app_sessions"}, timeout=2).json()
+            response = httpx.get(api, params={"query": "duix_app_sessions"}, timeout=2)
+            if response.status_code != 200:  # still starting up
+                return None
+            doc = response.json()
             apps = {r["metric"]["app"] for r in doc["data"]["result"]}
             return apps if len(apps) == APPS else None
 
