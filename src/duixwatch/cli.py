@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn, TextIO
 
 import anyio
+import yaml
 from pydantic import SecretStr
 
 from duixwatch import __version__, errors, logs, models, policy, settings, state
@@ -427,6 +428,40 @@ def _own_command() -> str:
         return str(script)
 
 
+#: The demo's policies: dry runs, so they show in /status, the logs and the audit log what
+#: they would close in the simulator, and close nothing.
+DEMO_POLICIES = [
+    {
+        "name": "max-session-age",
+        "apps": ["*"],
+        "match": {"session_age_over_seconds": 2700},
+        "action": "stop_sessions",
+        "dry_run": True,
+        "max_actions_per_cycle": 10,
+        "max_actions_percent": 50,
+    },
+    {
+        "name": "quota-guard",
+        "apps": ["*"],
+        "match": {"max_sessions": 20, "for_seconds": 60},
+        "action": "stop_sessions",
+        "select": "newest",
+        "dry_run": True,
+    },
+]
+
+
+def _demo_config(sim: simulator.Simulator, base_url: str) -> str:
+    """The simulator's config with the demo's dry-run policies added."""
+    doc = yaml.safe_load(simulator.render_config(sim, base_url=base_url))
+    doc["policies"] = DEMO_POLICIES
+    header = (
+        "# Written by `duixwatch demo` for its simulator (the keys are simulator keys: public,\n"
+        "# not secrets). The policies are dry runs: they report, they never close anything.\n"
+    )
+    return header + yaml.safe_dump(doc, sort_keys=False)
+
+
 def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     """The simulator and the daemon together on loopback, with a generated config."""
     sim_host, sim_port = args.listen
@@ -443,7 +478,7 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
                 target = anyio.Path(config_path)
                 try:
                     await anyio.Path(state_dir).mkdir(parents=True, exist_ok=True)
-                    await target.write_text(simulator.render_config(sim, base_url=base))
+                    await target.write_text(_demo_config(sim, base))
                     await target.chmod(0o600)
                 except OSError as exc:
                     raise UsageError(f"--state-dir {state_dir}: {exc.strerror or exc}") from None
