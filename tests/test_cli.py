@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -413,3 +414,17 @@ def test_once_exits_1_when_an_app_fails(running_sim: RunningSim, tmp_path: Path)
     (line,) = [x for x in result.stdout.splitlines() if x.startswith(broken)]
     assert "DOWN" in line
     assert "auth" in line
+
+
+@pytest.mark.parametrize("command", ["sim", "demo"])
+def test_a_taken_port_is_one_line_and_exit_1(command: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        extra = ["--state-dir", str(tmp_path)] if command == "demo" else []
+        result = run(command, "--listen", f"127.0.0.1:{port}", *extra)
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -25,6 +25,7 @@ from typing import Any, Literal, NoReturn, TextIO
 
 import anyio
 import yaml
+from anyio.abc import TaskGroup
 from pydantic import SecretStr
 
 from duixwatch import __version__, errors, logs, models, policy, settings, state
@@ -397,24 +398,53 @@ def _serve_until_signal(
 ) -> int:
     """Serve the simulator until SIGTERM or SIGINT; ``ready(port)`` once it listens."""
 
-    async def serve() -> None:
-        # Signals are caught before we say "listening", so a supervisor that stops us right
-        # after reading that line still gets a clean exit.
+    async def start(tg: TaskGroup) -> None:
+        ready(await tg.start(simulator.serve, sim, host, port))
+
+    return _until_signal(start, what=f"sim on {host}:{port}", out=out)
+
+
+def _until_signal(start: Callable[[TaskGroup], Awaitable[None]], *, what: str, out: TextIO) -> int:
+    """Run what ``start`` starts in a task group until SIGTERM or SIGINT, then exit 0.
+
+    Signals are caught before ``start`` runs, so a supervisor that stops us right after
+    reading the "listening" line still gets a clean exit.
+    """
+
+    async def main() -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with anyio.create_task_group() as tg:
-                bound = await tg.start(simulator.serve, sim, host, port)
-                ready(bound)
+                await start(tg)
                 out.flush()
                 async for _ in signals:
                     tg.cancel_scope.cancel()
                     break
 
     try:
-        anyio.run(serve)
+        _run(main)
     except OSError as exc:
-        print(f"duixwatch: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"duixwatch {what}: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _run(main: Callable[[], Awaitable[None]]) -> None:
+    """``anyio.run``, with a task group's lone error raised as itself (not in a group), so the
+    command's ordinary handlers turn it into a one-line message and an exit code."""
+    try:
+        anyio.run(main)
+    except BaseExceptionGroup as group:
+        leaves: list[BaseException] = []
+        pending: list[BaseException] = [group]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, BaseExceptionGroup):
+                pending.extend(item.exceptions)
+            else:
+                leaves.append(item)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
 
 
 def _own_command() -> str:
@@ -470,58 +500,47 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     sim = simulator.Simulator(apps=args.apps, seed=args.seed, clock=SystemClock())
     clock = SystemClock()
 
-    async def serve() -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with anyio.create_task_group() as tg:
-                bound = await tg.start(simulator.serve, sim, sim_host, sim_port)
-                base = f"http://{sim_host}:{bound}"
-                target = anyio.Path(config_path)
-                try:
-                    await anyio.Path(state_dir).mkdir(parents=True, exist_ok=True)
-                    await target.write_text(_demo_config(sim, base))
-                    await target.chmod(0o600)
-                except OSError as exc:
-                    raise UsageError(f"--state-dir {state_dir}: {exc.strerror or exc}") from None
-                host, port = args.metrics_listen
-                environ = {
-                    **os.environ,
-                    "DUIXWATCH_SERVER__LISTEN": f"{host}:{port}",
-                    "DUIXWATCH_STATE__DIR": str(state_dir),
-                }
-                config = settings.load_config(config_path, environ=environ)
-                daemon = Daemon(
-                    config,
-                    config_path,
-                    clock=clock,
-                    environ=environ,
-                    handle_signals=False,
-                )
-                http_port = await tg.start(daemon.run)
-                url = f"http://{host}:{http_port}"
-                prog = _own_command()
-                out.write(
-                    "duixwatch demo: the DUIX simulator and the daemon on loopback, "
-                    "no credentials needed.\n"
-                    f"  metrics     {url}/metrics\n"
-                    f"  status      {url}/status\n"
-                    f"  health      {url}/healthz   readiness {url}/readyz\n"
-                    f"  simulator   {base}/_sim/state   "
-                    f"({len(sim.apps)} APPs: {', '.join(a.name for a in sim.apps)})\n"
-                    f"  config      {config_path}\n"
-                    f"Try: {prog} once -c {config_path}\n"
-                    "Press Ctrl-C to stop.\n"
-                )
-                out.flush()
-                async for _ in signals:
-                    tg.cancel_scope.cancel()
-                    break
+    async def start(tg: TaskGroup) -> None:
+        bound = await tg.start(simulator.serve, sim, sim_host, sim_port)
+        base = f"http://{sim_host}:{bound}"
+        target = anyio.Path(config_path)
+        try:
+            await anyio.Path(state_dir).mkdir(parents=True, exist_ok=True)
+            await target.write_text(_demo_config(sim, base))
+            await target.chmod(0o600)
+        except OSError as exc:
+            raise UsageError(f"--state-dir {state_dir}: {exc.strerror or exc}") from None
+        host, port = args.metrics_listen
+        environ = {
+            **os.environ,
+            "DUIXWATCH_SERVER__LISTEN": f"{host}:{port}",
+            "DUIXWATCH_STATE__DIR": str(state_dir),
+        }
+        config = settings.load_config(config_path, environ=environ)
+        daemon = Daemon(
+            config,
+            config_path,
+            clock=clock,
+            environ=environ,
+            handle_signals=False,
+        )
+        http_port = await tg.start(daemon.run)
+        url = f"http://{host}:{http_port}"
+        prog = _own_command()
+        out.write(
+            "duixwatch demo: the DUIX simulator and the daemon on loopback, "
+            "no credentials needed.\n"
+            f"  metrics     {url}/metrics\n"
+            f"  status      {url}/status\n"
+            f"  health      {url}/healthz   readiness {url}/readyz\n"
+            f"  simulator   {base}/_sim/state   "
+            f"({len(sim.apps)} APPs: {', '.join(a.name for a in sim.apps)})\n"
+            f"  config      {config_path}\n"
+            f"Try: {prog} once -c {config_path}\n"
+            "Press Ctrl-C to stop.\n"
+        )
 
-    try:
-        anyio.run(serve)
-    except OSError as exc:
-        print(f"duixwatch demo: cannot listen: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    return EXIT_OK
+    return _until_signal(start, what="demo", out=out)
 
 
 # --------------------------------------------------------------------------- daemon commands
@@ -564,7 +583,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         watch_config_seconds=args.watch_config,
     )
     try:
-        anyio.run(daemon.run)
+        _run(daemon.run)
     except OSError as exc:
         print(
             f"duixwatch run: cannot listen on {config.server.listen}: {exc.strerror or exc}",
