@@ -44,9 +44,14 @@ def eventually(check: Callable[[], T | None], *, timeout: float, what: str) -> T
 
 
 @contextmanager
-def process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: list[str], log: Path, *, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``args`` with output to ``log``; killed on exit if still running."""
-    with log.open("wb") as out, subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT) as p:
+    with (
+        log.open("wb") as out,
+        subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env) as p,
+    ):
         try:
             yield p
         finally:

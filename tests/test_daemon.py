@@ -15,7 +15,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from duixwatch import settings
+from duixwatch import scale, settings
 from duixwatch.clock import SystemClock
 from duixwatch.daemon import Daemon
 from duixwatch.sim import Simulator, create_app
@@ -237,3 +237,63 @@ async def test_systemd_hears_ready_reloading_and_stopping(sim: Simulator, tmp_pa
             assert reloading.startswith("RELOADING=1\nMONOTONIC_USEC=")
             assert ready_again.startswith("READY=1")
         assert messages() == ["STOPPING=1"]
+
+
+async def test_the_keda_endpoint_serves_fresh_numbers_and_503_when_an_app_fails(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    first, second, _third = sim.apps
+    for _ in range(3):
+        sim.add_session(first.app_id)
+    for _ in range(2):
+        sim.add_session(second.app_id)
+    scaling = {
+        "evaluation_interval_seconds": 0.1,
+        "targets": [
+            {
+                "name": "dialog",
+                "apps": [first.name, second.name],
+                "sessions_per_replica": 2,
+                "min_replicas": 1,
+                "max_replicas": 10,
+                "scale_down_stabilization_seconds": 0,
+            }
+        ],
+    }
+    async with running(sim, write_config(tmp_path / "c.yaml", sim, scaling=scaling)) as (
+        _daemon,
+        http,
+    ):
+        body = (await wait_for(http, "/api/v1/scaling/dialog")).json()
+        assert (body["sessions"], body["desired_replicas"], body["fresh"]) == (5, 3, True)
+        assert [a["app"] for a in body["apps"]] == [first.name, second.name]
+        text = (await http.get("/metrics")).text
+        assert value(text, "duixwatch_scaling_sessions", target="dialog") == 5
+        assert value(text, "duixwatch_scaling_desired_replicas", target="dialog") == 3
+        assert value(text, "duixwatch_scaling_fresh", target="dialog") == 1
+
+        sim.faults.set(second.app_id, "*", status=503)
+        body = (await wait_for(http, "/api/v1/scaling/dialog", status=503)).json()
+        assert body["fresh"] is False
+        assert body["desired_replicas"] is None
+        text = (await http.get("/metrics")).text
+        assert value(text, "duixwatch_scaling_desired_replicas", target="dialog") is None
+        assert value(text, "duixwatch_scaling_fresh", target="dialog") == 0
+        assert (await http.get("/api/v1/scaling/nope")).status_code == 404
+
+
+async def test_a_shard_polls_only_the_apps_it_owns(sim: Simulator, tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.yaml", sim, sharding={"index": 1, "count": 2})
+    owned = {a.name for a in sim.apps if scale.shard_of(a.app_id, 2) == 1}
+    assert 0 < len(owned) < len(sim.apps)  # the seed gives a real split
+    async with running(sim, path) as (_daemon, http):
+        await wait_for(http, "/readyz")
+        status = (await http.get("/status")).json()
+        assert {a["app"] for a in status["apps"]} == owned
+        assert status["shard"] == {"index": 1, "count": 2}
+        text = (await http.get("/metrics")).text
+        assert value(text, "duixwatch_shard_index") == 1
+        assert value(text, "duixwatch_shards") == 2
+        assert value(text, "duixwatch_owned_apps") == len(owned)
+        for app in sim.apps:
+            assert (value(text, "duix_up", app=app.name) is not None) == (app.name in owned)

@@ -26,7 +26,7 @@ from typing import Any, Literal, NoReturn, TextIO
 import anyio
 import yaml
 from anyio.abc import TaskGroup
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from duixwatch import __version__, errors, logs, models, policy, settings, state
 from duixwatch import sim as simulator
@@ -576,11 +576,21 @@ def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     config = _load(args)
     _configure_logs(args, config)
+    sharding = None
+    if args.shard_count is not None:
+        index = "auto" if args.shard_index is None else args.shard_index
+        try:
+            sharding = settings.ShardingSettings(index=index, count=args.shard_count)
+        except ValidationError as exc:
+            raise UsageError(f"--shard-index/--shard-count: {exc.errors()[0]['msg']}") from None
+    elif args.shard_index is not None:
+        raise UsageError("--shard-index needs --shard-count")
     daemon = Daemon(
         config,
         Path(args.config),
         clock=SystemClock(),
         watch_config_seconds=args.watch_config,
+        sharding=sharding,
     )
     try:
         _run(daemon.run)
@@ -823,6 +833,19 @@ def build_parser() -> argparse.ArgumentParser:
         const=5.0,
         metavar="SECONDS",
         help="also reload when the file changes, checking every SECONDS (default 5)",
+    )
+    p.add_argument(
+        "--shard-count",
+        type=int,
+        metavar="N",
+        help="split the apps across N replicas (overrides sharding.count)",
+    )
+    p.add_argument(
+        "--shard-index",
+        type=int,
+        metavar="I",
+        help="this replica's shard, 0..N-1 (default with --shard-count: from the StatefulSet "
+        "pod name in $POD_NAME or $HOSTNAME)",
     )
     p.set_defaults(plain=_cmd_run)
 

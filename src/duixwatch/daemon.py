@@ -46,6 +46,7 @@ from duixwatch import (
     models,
     notify,
     policy,
+    scale,
     server,
     settings,
     state,
@@ -100,19 +101,27 @@ class Daemon:
         rng: random.Random | None = None,
         handle_signals: bool = True,
         watch_config_seconds: float | None = None,
+        sharding: settings.ShardingSettings | None = None,
     ) -> None:
-        self._config = config
+        self._sharding_override = sharding
         self._watch_override = watch_config_seconds
         self._path = config_path
         self._clock = clock
         self._transport = transport
         self._environ = environ
         self._process_env: Mapping[str, str] = environ if environ is not None else os.environ
+        self._full_config = config
+        self._config, self._shard = self._effective(config)
+        self._scaler = scale.TargetScaler()
         self._handle_signals = handle_signals
         self._store = SnapshotStore()
         registry = registry if registry is not None else CollectorRegistry()
         self._metrics = metrics.Metrics(
-            registry, snapshots=self._store.all, clock=clock, version=__version__
+            registry,
+            snapshots=self._store.all,
+            clock=clock,
+            version=__version__,
+            scaling=lambda: tuple(self._scaler.readings.values()),
         )
         self._registry = registry
         self._state = state.StateStore(config.state.dir)
@@ -165,7 +174,9 @@ class Daemon:
             "config_file": str(self._path),
             "last_reload": dict(self._last_reload),
             "enforcement_enabled": enforcement.enabled,
-            "apps_configured": len(self._config.apps),
+            "apps_configured": len(self._full_config.apps),
+            "apps_owned": len(self._config.apps),
+            "shard": {"index": self._shard[0], "count": self._shard[1]},
             "policies": [
                 server.policy_plan_status(p, plan.at)
                 for plan in self._last_plans.values()
@@ -173,6 +184,30 @@ class Daemon:
             ],
             "recent_actions": [server.action_status(r) for r in reversed(self._executor.recent)],
         }
+
+    def scaling(self, target: str) -> models.ScalingReading | None:
+        """The target's latest reading (``None``: no such target)."""
+        return self._scaler.readings.get(target)
+
+    def _effective(self, config: settings.Config) -> tuple[settings.Config, tuple[int, int]]:
+        """The config this replica runs: only the apps its shard owns (raises ConfigError)."""
+        sharding = self._sharding_override or config.sharding
+        index = sharding.resolve(self._process_env)
+        owned = scale.owned_apps(config.apps, index=index, count=sharding.count)
+        return config.model_copy(update={"apps": owned}), (index, sharding.count)
+
+    async def _scaling_loop(self) -> None:
+        """Recompute the autoscaling targets from the latest snapshots, on a timer."""
+        while True:
+            config = self._config
+            self._scaler.update(
+                config.scaling.targets,
+                config.apps,
+                {s.app: s for s in self._store.all()},
+                now=self._clock.now(),
+                monotonic=self._clock.monotonic(),
+            )
+            await self._clock.sleep(config.scaling.evaluation_interval_seconds)
 
     # ------------------------------------------------------------------ policies
 
@@ -235,6 +270,7 @@ class Daemon:
                 await tg.start(self._notifier.run)
                 await tg.start(self._fleet.run)
                 await self._fleet.apply(config.apps, self._client, config.daemon)
+                tg.start_soon(self._scaling_loop)
                 self.port = await tg.start(asgi.serve, app, config.server.host, config.server.port)
                 if self._watch_interval() > 0:
                     tg.start_soon(self._watch_config)
@@ -293,9 +329,10 @@ class Daemon:
     async def _reload(self, trigger: str) -> bool:
         self._fingerprint = await anyio.to_thread.run_sync(_fingerprint, self._path)
         try:
-            new = await anyio.to_thread.run_sync(
+            full = await anyio.to_thread.run_sync(
                 lambda: settings.load_config(self._path, environ=self._environ)
             )
+            new, shard = self._effective(full)
         except errors.ConfigError as exc:
             self._last_reload = {
                 "ok": False,
@@ -308,6 +345,7 @@ class Daemon:
             return False
         old = self._config
         old_client = self._client
+        self._full_config, self._shard = full, shard
         if new.duix != old.duix:
             self._client = self._new_client(new)
         if new.server.listen != old.server.listen:
@@ -348,6 +386,8 @@ class Daemon:
 
     def _publish_config(self, config: settings.Config) -> None:
         self._metrics.set_apps(app.name for app in config.apps)
+        index, count = self._shard
+        self._metrics.set_sharding(index=index, count=count, owned=len(config.apps))
         self._metrics.set_policies((p.name, p.action, p.dry_run) for p in config.policies)
         self._metrics.set_enforcement_enabled(config.enforcement.enabled)
         self._metrics.config_reloaded(True, at=self._clock.now())

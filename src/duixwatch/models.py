@@ -35,6 +35,8 @@ __all__ = [
     "ConversationDetail",
     "ConversationScript",
     "PollError",
+    "ScalingApp",
+    "ScalingReading",
     "Session",
     "SessionList",
     "StopOutcome",
@@ -214,6 +216,35 @@ class ActionRecord:
     outcome: str
     reason: str
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingApp:
+    """One app's part of a scaling target's reading."""
+
+    app: str
+    fresh: bool
+    sessions: int | None
+    #: ``session_list`` (the list's length) or ``user_concurrent_number`` (list not polled).
+    source: str | None
+    last_success_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingReading:
+    """An autoscaling target's latest numbers; ``sessions`` and the replica counts are ``None``
+    unless every app of the target is fresh (then the autoscaler must fall back)."""
+
+    target: str
+    fresh: bool
+    sessions: int | None
+    raw_desired_replicas: int | None
+    desired_replicas: int | None
+    sessions_per_replica: float
+    min_replicas: int
+    max_replicas: int
+    computed_at: datetime
+    apps: tuple[ScalingApp, ...] = ()
 
 
 # --------------------------------------------------------------------------- wire documents

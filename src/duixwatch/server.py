@@ -27,7 +27,14 @@ from starlette.routing import Route
 from duixwatch import metrics, models, policy
 from duixwatch.clock import Clock
 
-__all__ = ["DaemonView", "action_status", "create_app", "policy_plan_status", "snapshot_status"]
+__all__ = [
+    "DaemonView",
+    "action_status",
+    "create_app",
+    "policy_plan_status",
+    "scaling_status",
+    "snapshot_status",
+]
 
 
 class DaemonView(Protocol):
@@ -44,6 +51,9 @@ class DaemonView(Protocol):
 
     def info(self) -> Mapping[str, Any]:
         """Daemon facts for /status: version, config file, last reload …"""
+
+    def scaling(self, target: str) -> models.ScalingReading | None:
+        """An autoscaling target's latest reading (``None``: no such target)."""
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -140,6 +150,36 @@ def action_status(record: models.ActionRecord) -> dict[str, Any]:
         "outcome": record.outcome,
         "reason": record.reason,
         "error": record.error,
+    }
+
+
+def scaling_status(reading: models.ScalingReading, now: datetime) -> dict[str, Any]:
+    """The KEDA metrics-api body of one target (``valueLocation: desired_replicas``)."""
+    successes = [a.last_success_at for a in reading.apps if a.last_success_at is not None]
+    oldest = min(successes) if successes else None
+    return {
+        "target": reading.target,
+        "fresh": reading.fresh,
+        "sessions": reading.sessions,
+        "desired_replicas": reading.desired_replicas,
+        "raw_desired_replicas": reading.raw_desired_replicas,
+        "sessions_per_replica": reading.sessions_per_replica,
+        "min_replicas": reading.min_replicas,
+        "max_replicas": reading.max_replicas,
+        "computed_at": reading.computed_at.isoformat(),
+        "oldest_data_age_seconds": None
+        if oldest is None
+        else round((now - oldest).total_seconds(), 3),
+        "apps": [
+            {
+                "app": a.app,
+                "fresh": a.fresh,
+                "sessions": a.sessions,
+                "source": a.source,
+                "last_success_at": _iso(a.last_success_at),
+            }
+            for a in reading.apps
+        ],
     }
 
 
@@ -250,8 +290,19 @@ def create_app(*, registry: CollectorRegistry, view: DaemonView, clock: Clock) -
             return HTMLResponse(_html(info, entries))
         return JSONResponse({**info, "now": now.isoformat(), "apps": entries})
 
+    async def scaling(request: Request) -> Response:
+        name = request.path_params["target"]
+        reading = view.scaling(name)
+        if reading is None:
+            return JSONResponse({"error": f"no scaling target named {name!r}"}, 404)
+        body = scaling_status(reading, clock.now())
+        # 503 when any app is stale or failing: KEDA then keeps its fallback replica count
+        # instead of trusting a number that might be zero only because we cannot see.
+        return JSONResponse(body, 200 if reading.fresh else 503)
+
     return Starlette(
         routes=[
+            Route("/api/v1/scaling/{target}", scaling, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

@@ -47,7 +47,7 @@ import json
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
@@ -85,8 +85,11 @@ __all__ = [
     "NotifyTarget",
     "PolicyConfig",
     "PolicyMatch",
+    "ScalingSettings",
+    "ScalingTarget",
     "ServerSettings",
     "SessionListMapping",
+    "ShardingSettings",
     "StateSettings",
     "load_config",
     "mask",
@@ -631,6 +634,115 @@ def _policy_problems(policy: PolicyConfig) -> list[tuple[KeyPath, str]]:
     return problems
 
 
+# --------------------------------------------------------------------------- scale
+
+
+class ScalingTarget(_Section):
+    """One autoscaling signal: the live sessions of some apps turned into a replica count for
+    the customer's own backend (e.g. the dialog service DUIX calls).
+
+    desired = ceil(sessions / ``sessions_per_replica``) within [``min_replicas``,
+    ``max_replicas``]; a lower value is only followed once it has held for
+    ``scale_down_stabilization_seconds`` (like the HPA's scale-down stabilization window).
+    """
+
+    #: ``^[a-z][a-z0-9-]*$``: the ``target`` label and the ``/api/v1/scaling/{name}`` path.
+    name: str
+    #: App names, app ids or globs, like a policy's ``apps``.
+    apps: tuple[Pattern, ...]
+    sessions_per_replica: float = Field(gt=0, le=1_000_000, allow_inf_nan=False)
+    min_replicas: int = Field(default=1, ge=0, le=100_000)
+    max_replicas: int = Field(default=10, ge=1, le=100_000)
+    scale_down_stabilization_seconds: float = Field(
+        default=300.0, ge=0, le=86_400, allow_inf_nan=False
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _POLICY_NAME_RE.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a valid target name: 1 to 63 of lower-case letters, digits "
+                "and '-', starting with a letter"
+            )
+        return value
+
+    @field_validator("apps")
+    @classmethod
+    def _some_apps(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}"
+            )
+        return self
+
+    def selects(self, app: AppConfig) -> bool:
+        """Whether ``app`` (by name or app_id) counts towards this target."""
+        return _matches_any(self.apps, app.name, app.app_id)
+
+
+class ScalingSettings(_Section):
+    """Autoscaling signals (``/api/v1/scaling/{target}`` and ``duixwatch_scaling_*``)."""
+
+    targets: tuple[ScalingTarget, ...] = ()
+    #: How often the targets are recomputed from the latest snapshots, seconds.
+    evaluation_interval_seconds: float = Field(default=5.0, gt=0, le=3600, allow_inf_nan=False)
+
+
+class ShardingSettings(_Section):
+    """Split the apps across replicas: this one owns the apps whose stable hash of the app_id
+    modulo ``count`` is ``index``.
+
+    ``index: auto`` takes it from the pod name of a StatefulSet (``duixwatch-2`` → 2), read
+    from ``$POD_NAME``, else ``$HOSTNAME``.
+    """
+
+    index: int | Literal["auto"] = 0
+    count: int = Field(default=1, ge=1, le=1000)
+
+    @field_validator("index")
+    @classmethod
+    def _not_negative(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must be 0 or more (or auto)")
+        return value
+
+    @model_validator(mode="after")
+    def _in_range(self) -> Self:
+        if isinstance(self.index, int) and self.index >= self.count:
+            raise ValueError(f"index {self.index} must be below count {self.count}")
+        return self
+
+    def resolve(self, environ: Mapping[str, str]) -> int:
+        """The index in force (``auto``: the ``-N`` suffix of ``$POD_NAME`` or ``$HOSTNAME``)."""
+        if isinstance(self.index, int):
+            return self.index
+        for variable in ("POD_NAME", "HOSTNAME"):
+            name = environ.get(variable, "")
+            match = _ORDINAL_RE.search(name)
+            if match:
+                index = int(match.group(1))
+                if index >= self.count:
+                    raise errors.ConfigError(
+                        f"sharding.index auto: ${variable} {name!r} gives index {index}, "
+                        f"not below sharding.count {self.count}"
+                    )
+                return index
+        raise errors.ConfigError(
+            "sharding.index auto: neither $POD_NAME nor $HOSTNAME ends in -N (a StatefulSet "
+            "pod name); set sharding.index"
+        )
+
+
+_ORDINAL_RE = re.compile(r"-(\d+)$")
+
+
 class Config(_Strict):
     """The whole configuration, as :func:`load_config` returns it.
 
@@ -647,6 +759,8 @@ class Config(_Strict):
     enforcement: EnforcementSettings = Field(default_factory=EnforcementSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     policies: tuple[PolicyConfig, ...] = ()
+    scaling: ScalingSettings = Field(default_factory=ScalingSettings)
+    sharding: ShardingSettings = Field(default_factory=ShardingSettings)
     source: Path | None = None
 
     @field_validator("apps")
@@ -1273,6 +1387,7 @@ class _Facts:
     policies: list[tuple[int, PolicyConfig]]
     policy_names: list[tuple[int, str]]
     allow_close_all: bool
+    targets: list[tuple[int, ScalingTarget]] = field(default_factory=list)
 
     @classmethod
     def of(cls, config: Config) -> _Facts:
@@ -1281,6 +1396,7 @@ class _Facts:
             policies=list(enumerate(config.policies)),
             policy_names=[(i, policy.name) for i, policy in enumerate(config.policies)],
             allow_close_all=config.enforcement.allow_close_all,
+            targets=list(enumerate(config.scaling.targets)),
         )
 
     @classmethod
@@ -1319,11 +1435,20 @@ class _Facts:
             allow_close_all = TypeAdapter(bool).validate_python(allow)
         except ValidationError:
             allow_close_all = False  # reported by validation; the safe reading meanwhile
+        targets: list[tuple[int, ScalingTarget]] = []
+        scaling = data.get("scaling")
+        raw_targets = scaling.get("targets") if isinstance(scaling, dict) else None
+        for index, raw in enumerate(raw_targets if isinstance(raw_targets, list) else []):
+            try:
+                targets.append((index, ScalingTarget.model_validate(raw)))
+            except ValidationError:
+                continue  # reported by the validation of the whole config
         return cls(
             apps=apps,
             policies=policies,
             policy_names=policy_names,
             allow_close_all=allow_close_all,
+            targets=targets,
         )
 
 
@@ -1370,6 +1495,20 @@ def _cross_check(facts: _Facts) -> list[tuple[KeyPath, str]]:
             problems.append(_selects_nothing(facts, policy, here))
         if policy.action == "close_all":
             problems += _check_close_all(facts, policy, here, selected)
+    target_names: dict[str, int] = {}
+    for index, target in facts.targets:
+        here = ("scaling", "targets", index)
+        if target.name in target_names:
+            problems.append(
+                (
+                    (*here, "name"),
+                    f"duplicate target name (also scaling.targets[{target_names[target.name]}])",
+                )
+            )
+        else:
+            target_names[target.name] = index
+        if not any(_matches_any(target.apps, app.name, app.app_id) for app in facts.apps):
+            problems.append(((*here, "apps"), "matches no app: check the names, ids and globs"))
     return problems
 
 
