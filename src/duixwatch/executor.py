@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import anyio
 import structlog
@@ -125,8 +126,9 @@ class Executor:
 
     # ------------------------------------------------------------------ pieces
 
-    async def _write(self, **fields: object) -> None:
-        await anyio.to_thread.run_sync(lambda: self._audit.write(**fields))  # type: ignore[arg-type]
+    async def _write(self, **fields: Any) -> None:
+        """One audit record, written (and fsynced) off the event loop."""
+        await anyio.to_thread.run_sync(lambda: self._audit.write(**fields))
 
     async def _record_abort(self, pplan: policy.PolicyPlan, cycle: str) -> None:
         assert pplan.abort is not None  # noqa: S101 - checked by the caller

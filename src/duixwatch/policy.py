@@ -245,16 +245,19 @@ def _by_count(
     candidates.sort(key=lambda s: (s.effective_start, s.session_id or ""), reverse=newest_first)
     excess = count - limit
     matches: list[Match] = []
+    chosen = 0  # protected sessions are listed but do not count towards the excess
     for session in candidates:
-        if len([m for m in matches if not m.protected]) >= excess:
+        if chosen >= excess:
             break
         assert session.session_id is not None  # noqa: S101 - filtered above
+        protected = policy.protects(session.session_id)
+        chosen += 0 if protected else 1
         matches.append(
             Match(
                 session_id=session.session_id,
                 age_seconds=session.age_seconds(now),
                 reason=f"{reason}: excess {excess}, {policy.select} first",
-                protected=policy.protects(session.session_id),
+                protected=protected,
             )
         )
     return replace(_capped(policy, base, matches, live=count), over_since=since)
