@@ -20,17 +20,18 @@ class SnapshotStore:
     def __init__(self) -> None:
         self._snapshots: dict[str, models.AppSnapshot] = {}
         self._expected: tuple[str, ...] = ()
+        self._expected_set: frozenset[str] = frozenset()  # put() is on every poll's path
 
     def expect(self, names: Iterable[str]) -> None:
         """Set the configured APPs: snapshots of others are dropped (after a reload)."""
         self._expected = tuple(names)
-        keep = set(self._expected)
+        self._expected_set = keep = frozenset(self._expected)
         for name in [n for n in self._snapshots if n not in keep]:
             del self._snapshots[name]
 
     def put(self, snapshot: models.AppSnapshot) -> None:
         """Replace the APP's snapshot (ignored for an APP no longer configured)."""
-        if snapshot.app in self._expected:
+        if snapshot.app in self._expected_set:
             self._snapshots[snapshot.app] = snapshot
 
     def get(self, name: str) -> models.AppSnapshot | None:

@@ -593,10 +593,11 @@ class Simulator:
         now_ts = self.clock.now().timestamp()
         if now_ts <= self._advanced_to:
             return
-        for app in self._apps:
-            workload = self._workloads.get(app.app_id)
-            if workload is not None:
-                self._advance_app(app, workload, now_ts)
+        if self._workloads:  # --no-workload: nothing to play (this ran per request before)
+            for app in self._apps:
+                workload = self._workloads.get(app.app_id)
+                if workload is not None:
+                    self._advance_app(app, workload, now_ts)
         self._advanced_to = now_ts
 
     def _advance_app(self, app: SimApp, workload: _Workload, now_ts: float) -> None:
