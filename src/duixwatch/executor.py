@@ -130,6 +130,13 @@ class Executor:
         """One audit record, written (and fsynced) off the event loop."""
         await anyio.to_thread.run_sync(lambda: self._audit.write(**fields))
 
+    async def _write_or_log(self, **fields: Any) -> None:
+        """An audit record whose loss must not stop the cycle (aborts, dry runs, outcomes)."""
+        try:
+            await self._write(**fields)
+        except errors.DuixwatchError as exc:
+            log.error("audit_write_failed", error=str(exc))  # noqa: TRY400 - expected, no trace
+
     async def _record_abort(self, pplan: policy.PolicyPlan, cycle: str) -> None:
         assert pplan.abort is not None  # noqa: S101 - checked by the caller
         key = (pplan.app, pplan.policy)
@@ -143,17 +150,14 @@ class Executor:
             reason=pplan.abort.reason,
             detail=pplan.abort.detail,
         )
-        try:
-            await self._write(
-                cycle=cycle,
-                event="abort",
-                policy=pplan.policy,
-                app=pplan.app,
-                app_id=pplan.app_id,
-                reason=f"{pplan.abort.reason}: {pplan.abort.detail}",
-            )
-        except errors.DuixwatchError as exc:
-            log.error("audit_write_failed", error=str(exc))  # noqa: TRY400 - expected, no trace
+        await self._write_or_log(
+            cycle=cycle,
+            event="abort",
+            policy=pplan.policy,
+            app=pplan.app,
+            app_id=pplan.app_id,
+            reason=f"{pplan.abort.reason}: {pplan.abort.detail}",
+        )
 
     async def _dry_run(self, pplan: policy.PolicyPlan, cycle: str) -> list[models.ActionRecord]:
         key = (pplan.app, pplan.policy)
@@ -174,20 +178,17 @@ class Executor:
                 session_id=action.session_id,
                 reason=action.reason,
             )
-            try:
-                await self._write(
-                    cycle=cycle,
-                    event="dry_run",
-                    policy=pplan.policy,
-                    app=pplan.app,
-                    app_id=pplan.app_id,
-                    action=action.action,
-                    session_id=action.session_id,
-                    reason=action.reason,
-                    outcome="dry_run",
-                )
-            except errors.DuixwatchError as exc:
-                log.error("audit_write_failed", error=str(exc))  # noqa: TRY400 - expected
+            await self._write_or_log(
+                cycle=cycle,
+                event="dry_run",
+                policy=pplan.policy,
+                app=pplan.app,
+                app_id=pplan.app_id,
+                action=action.action,
+                session_id=action.session_id,
+                reason=action.reason,
+                outcome="dry_run",
+            )
             records.append(record)
         return records
 
@@ -279,10 +280,7 @@ class Executor:
                 outcome = "stopped"
         except errors.ApiError as exc:
             outcome, error = "failed", str(exc)
-        try:
-            await self._write(event="outcome", outcome=outcome, error=error, **fields)
-        except errors.DuixwatchError as exc:
-            log.error("audit_write_failed", error=str(exc))  # noqa: TRY400 - expected
+        await self._write_or_log(event="outcome", outcome=outcome, error=error, **fields)
         return outcome, error
 
     async def _safe_write_outcome(
@@ -293,20 +291,17 @@ class Executor:
         outcome: str,
         note: str,
     ) -> None:
-        try:
-            await self._write(
-                cycle=cycle,
-                event="outcome",
-                policy=pplan.policy,
-                app=pplan.app,
-                app_id=pplan.app_id,
-                action=action.action,
-                session_id=action.session_id,
-                reason=f"{action.reason} ({note})",
-                outcome=outcome,
-            )
-        except errors.DuixwatchError as exc:
-            log.error("audit_write_failed", error=str(exc))  # noqa: TRY400 - expected
+        await self._write_or_log(
+            cycle=cycle,
+            event="outcome",
+            policy=pplan.policy,
+            app=pplan.app,
+            app_id=pplan.app_id,
+            action=action.action,
+            session_id=action.session_id,
+            reason=f"{action.reason} ({note})",
+            outcome=outcome,
+        )
 
     def _notify(
         self,

@@ -416,6 +416,16 @@ def _raise_problems(problems: list[tuple[KeyPath, str]]) -> None:
         raise ValueError("; ".join(f"{_dotted(path)}: {msg}" for path, msg in problems))
 
 
+def _label_name(value: str, kind: str) -> str:
+    """A policy or target name: it becomes a metric label value and an audit field."""
+    if not _POLICY_NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid {kind} name: 1 to 63 of lower-case letters, digits "
+            "and '-', starting with a letter"
+        )
+    return value
+
+
 def _pattern(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
@@ -532,12 +542,7 @@ class PolicyConfig(_Section):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
-        if not _POLICY_NAME_RE.fullmatch(value):
-            raise ValueError(
-                f"{value!r} is not a valid policy name: 1 to 63 of lower-case letters, digits "
-                "and '-', starting with a letter"
-            )
-        return value
+        return _label_name(value, "policy")
 
     @field_validator("apps")
     @classmethod
@@ -660,12 +665,7 @@ class ScalingTarget(_Section):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
-        if not _POLICY_NAME_RE.fullmatch(value):
-            raise ValueError(
-                f"{value!r} is not a valid target name: 1 to 63 of lower-case letters, digits "
-                "and '-', starting with a letter"
-            )
-        return value
+        return _label_name(value, "target")
 
     @field_validator("apps")
     @classmethod
