@@ -12,11 +12,9 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +23,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.procs import eventually, free_port  # shared with the other process tests
 from tests.tools import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,30 +114,6 @@ def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
             stack[0:0] = panel.get("panels", [])
             continue
         yield panel
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-def eventually(check: Callable[[], T | None], *, timeout: float, what: str) -> T:
-    """Poll ``check`` until it returns a truthy value, for at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
-            last = exc
-        else:
-            if result:
-                return result
-            last = result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 @contextmanager

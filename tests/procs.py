@@ -33,7 +33,7 @@ def eventually(check: Callable[[], T | None], *, timeout: float, what: str) -> T
     while time.monotonic() < deadline:
         try:
             result = check()
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, ValueError, KeyError) as exc:  # not up yet, or half-written
             last = exc
         else:
             if result:
