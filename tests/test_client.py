@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import socket
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -344,25 +343,6 @@ async def test_a_hanging_platform_times_out_as_api_timeout() -> None:
             with pytest.raises(errors.ApiTimeout) as info:
                 await duix.concurrency(creds(sim))
     assert info.value.reason == "timeout"
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-async def test_a_refused_connection_is_api_unavailable_chained_from_httpx(
-    clock: FakeClock,
-) -> None:
-    config = settings(base_url=f"http://127.0.0.1:{closed_port()}", read_retries=1)
-    async with DuixClient(config, clock=clock) as duix:
-        with pytest.raises(errors.ApiUnavailable) as info:
-            await duix.concurrency(models.AppCredentials("1", SecretStr("k" * 32)))
-    assert isinstance(info.value.__cause__, httpx.HTTPError)
-    assert info.value.reason == "transport"
-    assert len(clock.sleeps) == 1
 
 
 # --------------------------------------------------------------------------- caps, hooks

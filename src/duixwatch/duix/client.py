@@ -1,9 +1,10 @@
 """The async DUIX OpenAPI v2 client, one per process, shared by every APP.
 
-It owns the wire: one :class:`httpx.AsyncClient` (explicit timeouts and connection limits, an
-injectable transport so tests plug the simulator in), token minting and caching, a global
-in-flight cap and requests-per-second limit shared by all APPs, retries, and the translation of
-every failure into the typed errors of :mod:`duixwatch.errors` (httpx exceptions never leave).
+It owns one connection pool (a :mod:`~duixwatch.duix.wire`: aiohttp on asyncio, httpx when
+``duix.http_client`` says so or when a test injects an httpx transport such as the simulator's
+ASGI app), token minting and caching, a global in-flight cap and requests-per-second limit shared
+by all APPs, retries, and the translation of every failure into the typed errors of
+:mod:`duixwatch.errors` (no HTTP library's exception leaves).
 
 Retry rules:
 
@@ -27,10 +28,11 @@ from typing import Any, Protocol, Self, TypeVar
 
 import anyio
 import httpx
+import sniffio
 
 from duixwatch import __version__, errors, models, settings
 from duixwatch.clock import Clock
-from duixwatch.duix import parse
+from duixwatch.duix import parse, wire
 from duixwatch.duix.auth import TokenCache
 
 __all__ = ["ENDPOINTS", "DuixClient", "RequestObserver"]
@@ -99,22 +101,17 @@ class DuixClient:
         self._in_flight = anyio.CapacityLimiter(config.max_in_flight)
         self._rate = _RateLimiter(config.max_requests_per_second, clock)
         self._zone = config.zone
-        self._http = httpx.AsyncClient(
-            base_url=config.base_url,
-            transport=transport,
-            timeout=httpx.Timeout(
-                config.request_timeout_seconds, connect=config.connect_timeout_seconds
-            ),
-            limits=httpx.Limits(
-                max_connections=config.max_in_flight,
-                max_keepalive_connections=config.max_in_flight,
-            ),
-            headers={"user-agent": f"duixwatch/{__version__}"},
-            follow_redirects=False,
-        )
+        self._transport = transport
+        self._wire: wire.Wire | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"DuixClient(base_url={self._config.base_url!r})"
+
+    @property
+    def max_in_flight(self) -> int:
+        """The cap on concurrent requests (``duix.max_in_flight``)."""
+        return self._config.max_in_flight
 
     @property
     def tokens(self) -> TokenCache:
@@ -134,7 +131,28 @@ class DuixClient:
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._http.aclose()
+        self._closed = True
+        if self._wire is not None:
+            await self._wire.aclose()
+
+    def _open_wire(self) -> wire.Wire:
+        """The wire, made on first use: aiohttp on asyncio, httpx otherwise (module docstring)."""
+        if self._closed:
+            raise RuntimeError("DuixClient used after aclose()")
+        if self._wire is None:
+            config = self._config
+            common: dict[str, Any] = {
+                "base_url": config.base_url,
+                "timeout_seconds": config.request_timeout_seconds,
+                "connect_timeout_seconds": config.connect_timeout_seconds,
+                "max_connections": config.max_in_flight,
+                "headers": {"user-agent": f"duixwatch/{__version__}"},
+            }
+            if self._transport is None and _use_aiohttp(config.http_client):
+                self._wire = wire.AiohttpWire(**common)
+            else:
+                self._wire = wire.HttpxWire(**common, transport=self._transport)
+        return self._wire
 
     # ------------------------------------------------------------------ endpoints
 
@@ -280,13 +298,11 @@ class DuixClient:
                     token=token.get_secret_value(),
                     shield=write,
                 )
-                retry_after = parse.parse_retry_after(
-                    response.headers.get("retry-after"), now=self._clock.now()
-                )
+                retry_after = parse.parse_retry_after(response.retry_after, now=self._clock.now())
                 return parse.parse_envelope(
                     method=method,
                     path=path,
-                    status=response.status_code,
+                    status=response.status,
                     content=response.content,
                     retry_after_seconds=retry_after,
                 )
@@ -306,23 +322,25 @@ class DuixClient:
         json_body: Any,
         token: str,
         shield: bool,
-    ) -> httpx.Response:
+    ) -> wire.WireResponse:
         """The HTTP exchange under one overall deadline; transport errors become ApiErrors."""
         timeout = self._config.request_timeout_seconds
-        response: httpx.Response | None = None
+        link = self._open_wire()
+        response: wire.WireResponse | None = None
         with anyio.move_on_after(timeout, shield=shield):
-            try:
-                response = await self._http.request(
-                    method, path, params=params, json=json_body, headers={"token": token}
-                )
-            except httpx.TimeoutException as exc:
-                raise errors.ApiTimeout(
-                    f"no answer within {timeout:g}s", method=method, path=path
-                ) from exc
-            except httpx.HTTPError as exc:
-                raise errors.ApiUnavailable(
-                    f"{type(exc).__name__}: {exc}", method=method, path=path
-                ) from exc
+            response = await link.exchange(
+                method, path, params=params, json_body=json_body, headers={"token": token}
+            )
         if response is None:
             raise errors.ApiTimeout(f"no answer within {timeout:g}s", method=method, path=path)
         return response
+
+
+def _use_aiohttp(choice: str) -> bool:
+    """``duix.http_client``: ``auto`` means aiohttp when running on asyncio (it is asyncio-only)."""
+    if choice != "auto":
+        return choice == "aiohttp"
+    try:
+        return sniffio.current_async_library() == "asyncio"
+    except sniffio.AsyncLibraryNotFoundError:
+        return False

@@ -1,0 +1,201 @@
+"""The HTTP exchange under :class:`~duixwatch.duix.DuixClient`: one request, one answer, bytes.
+
+The client decides what to send and what an answer means; a wire only moves it and turns its
+library's failures into :class:`~duixwatch.errors.ApiTimeout` / :class:`~duixwatch.errors.
+ApiUnavailable` (no httpx or aiohttp exception leaves this module). Two implementations:
+
+* :class:`AiohttpWire`, the default on asyncio. At 10,000 APPs the daemon sends about 1,300
+  requests a second; through httpx each cost 0.8-3.4 ms of CPU (httpcore's pool bookkeeping
+  grows with the pool), through aiohttp 0.17-0.19 ms (README, Performance). That difference is
+  most of a core.
+* :class:`HttpxWire`, for any other anyio backend, for ``duix.http_client: httpx``, and whenever
+  an httpx transport is injected: the tests plug the simulator's ASGI app in that way.
+
+Both keep one connection pool of ``max_in_flight`` connections, send the same headers, use the
+same CA bundle (``SSL_CERT_FILE`` / ``SSL_CERT_DIR``, else certifi's, as httpx does) and honour
+the ``*_PROXY`` variables. ``tests/test_wire.py`` runs the same contract against both, over
+loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+import certifi
+import httpx
+
+from duixwatch import errors
+
+__all__ = ["AiohttpWire", "HttpxWire", "Wire", "WireResponse", "ca_context"]
+
+
+@dataclass(frozen=True, slots=True)
+class WireResponse:
+    """What the client needs of an HTTP answer."""
+
+    status: int
+    content: bytes
+    retry_after: str | None
+
+
+class Wire(Protocol):
+    """Sends one request to ``base_url + path``; raises ApiTimeout or ApiUnavailable."""
+
+    async def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None,
+        json_body: Any,
+        headers: Mapping[str, str],
+    ) -> WireResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+def ca_context() -> ssl.SSLContext:
+    """The TLS context httpx would build: SSL_CERT_FILE, else SSL_CERT_DIR, else certifi."""
+    if cafile := os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=cafile)
+    if capath := os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=capath)
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def _timeout(method: str, path: str, seconds: float) -> errors.ApiTimeout:
+    return errors.ApiTimeout(f"no answer within {seconds:g}s", method=method, path=path)
+
+
+def _unavailable(method: str, path: str, exc: BaseException) -> errors.ApiUnavailable:
+    # The text of a transport error names the host and the OS error, never a header.
+    return errors.ApiUnavailable(f"{type(exc).__name__}: {exc}", method=method, path=path)
+
+
+class HttpxWire:
+    """The exchange through an :class:`httpx.AsyncClient` (any anyio backend, any transport)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        timeout_seconds: float,
+        connect_timeout_seconds: float,
+        max_connections: int,
+        headers: Mapping[str, str],
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._timeout = timeout_seconds
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            transport=transport,
+            timeout=httpx.Timeout(timeout_seconds, connect=connect_timeout_seconds),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            headers=dict(headers),
+            follow_redirects=False,
+        )
+
+    async def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None,
+        json_body: Any,
+        headers: Mapping[str, str],
+    ) -> WireResponse:
+        try:
+            response = await self._http.request(
+                method, path, params=params, json=json_body, headers=dict(headers)
+            )
+        except httpx.TimeoutException as exc:
+            raise _timeout(method, path, self._timeout) from exc
+        except httpx.HTTPError as exc:
+            raise _unavailable(method, path, exc) from exc
+        return WireResponse(
+            response.status_code, response.content, response.headers.get("retry-after")
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class AiohttpWire:
+    """The exchange through an :class:`aiohttp.ClientSession` (asyncio only).
+
+    The session is made on the first request, inside the running event loop (aiohttp binds a
+    session to the loop that made it).
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        timeout_seconds: float,
+        connect_timeout_seconds: float,
+        max_connections: int,
+        headers: Mapping[str, str],
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._timeout = timeout_seconds
+        self._connect_timeout = connect_timeout_seconds
+        self._max_connections = max_connections
+        self._headers = dict(headers)
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("AiohttpWire used after aclose()")
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                limit_per_host=0,
+                ssl=ca_context() if self._base_url.startswith("https:") else False,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self._timeout, connect=self._connect_timeout),
+                headers=self._headers,
+                trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, like httpx
+            )
+        return self._session
+
+    async def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None,
+        json_body: Any,
+        headers: Mapping[str, str],
+    ) -> WireResponse:
+        session = self._open()
+        try:
+            async with session.request(
+                method,
+                self._base_url + path,
+                params=dict(params) if params else None,
+                json=json_body,
+                headers=dict(headers),
+                allow_redirects=False,
+            ) as response:
+                content = await response.read()
+                return WireResponse(response.status, content, response.headers.get("retry-after"))
+        except TimeoutError as exc:  # aiohttp's ServerTimeoutError is one too
+            raise _timeout(method, path, self._timeout) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _unavailable(method, path, exc) from exc
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
