@@ -184,10 +184,18 @@ def documented_metric_names() -> set[str]:
 
 
 def exported_metric_names() -> set[str]:
-    """Metric names the daemon's metric set defines (src/duixwatch/metrics.py)."""
+    """Metric names the daemon's metric set defines (src/duixwatch/metrics.py).
+
+    A family declared as a counter (``Family(..., "counter")``) is exported with ``_total``.
+    """
     source = (REPO / "src" / "duixwatch" / "metrics.py").read_text(encoding="utf-8")
     names = set(re.findall(r'"(duix(?:watch)?_[a-z0-9_]+)"', source))
-    return names | {n + s for n in names for s in _HISTOGRAM_SUFFIXES}
+    counters = re.findall(r'Family\(\s*"([a-z0-9_]+)",(?:(?!Family\().)*?"counter"', source, re.S)
+    return (
+        names
+        | {n + s for n in names for s in _HISTOGRAM_SUFFIXES}
+        | {n + "_total" for n in counters}
+    )
 
 
 def metric_names_in(expr: str) -> set[str]:

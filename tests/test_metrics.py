@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from duixwatch import metrics, models
@@ -104,8 +104,11 @@ def snapshot(
 
 
 def exposed(registry: CollectorRegistry, app: str) -> set[str]:
-    """Names of the samples labelled ``app=<app>`` in the text exposition (parsed back)."""
-    body, _ = metrics.render(registry, None)
+    """Names of the samples labelled ``app=<app>`` in the registry's text exposition.
+
+    prometheus_client's own encoder: test_exposition.py shows Metrics.render writes the same.
+    """
+    body = generate_latest(registry)
     return {
         sample.name
         for family in text_string_to_metric_families(body.decode())
@@ -519,7 +522,7 @@ def test_enforcement_enabled_is_a_0_or_1_gauge(
 
 def test_build_info_carries_the_version(m: metrics.Metrics, registry: CollectorRegistry) -> None:
     assert value(registry, "duixwatch_build_info", version="1.2.3") == 1.0
-    body, _ = metrics.render(registry, None)
+    body, _ = m.render(None)
     assert b"# TYPE duixwatch_build_info gauge\n" in body
 
 
@@ -553,7 +556,7 @@ def test_metrics_never_touch_the_global_registry(
 
 def test_text_format_is_the_default(m: metrics.Metrics, registry: CollectorRegistry) -> None:
     for accept in (None, "", "text/plain", "*/*", "application/json"):
-        body, content_type = metrics.render(registry, accept)
+        body, content_type = m.render(accept)
         assert content_type == "text/plain; version=0.0.4; charset=utf-8"
         assert b"# TYPE duixwatch_api_requests_total counter\n" in body
         assert not body.endswith(b"# EOF\n")
@@ -565,7 +568,7 @@ def test_openmetrics_when_the_scraper_asks_for_it(
     store.put(
         snapshot(clock, "a", session_list=sessions(models.Session("1", started_at=ago(clock, 5))))
     )
-    body, content_type = metrics.render(registry, OPENMETRICS_ACCEPT)
+    body, content_type = m.render(OPENMETRICS_ACCEPT)
 
     assert content_type.startswith("application/openmetrics-text; version=1.0.0")
     assert body.endswith(b"# EOF\n")
@@ -611,7 +614,7 @@ def test_promtool_accepts_the_exposition_of_a_realistic_registry(
     m.policy_matched("frontdesk", "max-age", 1)
     m.policy_action("frontdesk", "max-age", "stop", "stopped")
     m.policy_aborted("quiet", "quota", "max_percent")
-    body, _ = metrics.render(registry, None)
+    body, _ = m.render(None)
 
     result = subprocess.run(
         [promtool, "check", "metrics"],

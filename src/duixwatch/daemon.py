@@ -123,7 +123,6 @@ class Daemon:
             version=__version__,
             scaling=lambda: tuple(self._scaler.readings.values()),
         )
-        self._registry = registry
         self._state = state.StateStore(config.state.dir)
         self._audit = audit.AuditLog(config.state.dir / "audit.jsonl", clock=clock)
         self._notifier = notify.Notifier(clock=clock, transport=notify_transport)
@@ -261,7 +260,7 @@ class Daemon:
             config_file=str(self._path),
             config=settings.mask(config),
         )
-        app = server.create_app(registry=self._registry, view=self, clock=self._clock)
+        app = server.create_app(render=self._metrics.render, view=self, clock=self._clock)
         try:
             async with anyio.create_task_group() as tg:
                 self._cancel = tg.cancel_scope

@@ -2,7 +2,7 @@
 
 :class:`Metrics` creates every metric on the ``CollectorRegistry`` it is given (never the global
 ``REGISTRY``), so a test builds a fresh registry and reads it back with ``get_sample_value``.
-:func:`render` turns a registry into an HTTP body, negotiating OpenMetrics from ``Accept``.
+:meth:`Metrics.render` turns it into an HTTP body, negotiating OpenMetrics from ``Accept``.
 
 Two kinds of values:
 
@@ -56,20 +56,27 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
-from duixwatch import errors, models
+from duixwatch import errors, exposition, models
 from duixwatch.clock import Clock
+from duixwatch.exposition import SMALL_MAX as _SMALL_MAX
+from duixwatch.exposition import SMALL_NUMBERS as _SMALL
+from duixwatch.exposition import Family, escape_label_value, number
+from duixwatch.exposition import go_number as _go
 
 __all__ = [
     "API_REQUEST_DURATION_BUCKETS",
     "SESSION_AGE_BUCKETS",
     "Metrics",
+    "PollErrorCounter",
     "SnapshotCollector",
-    "render",
 ]
 
 #: Upper bounds (seconds) of ``duix_app_session_age_seconds``: 1 min … 1 day (+Inf implied).
@@ -106,147 +113,316 @@ API_REQUEST_DURATION_BUCKETS: Final[tuple[float, ...]] = (
 
 _POLL_ERROR_REASONS: Final[tuple[str, ...]] = get_args(errors.Reason)
 
-_POLL_ERROR_LABELS: Final = ("app", "reason")
 _POLICY_MATCHED_LABELS: Final = ("app", "policy")
 _POLICY_ACTION_LABELS: Final = ("app", "policy", "action", "outcome")
 _POLICY_ABORT_LABELS: Final = ("app", "policy", "reason")
 
+# The platform values: one family per name, in exposition order (HELP texts live here).
+UP = Family(
+    "duix_up",
+    "1 when the app's latest poll succeeded and is fresh (no older than 2 x its poll "
+    "interval), else 0.",
+    "gauge",
+)
+CONCURRENCY_TOTAL = Family(
+    "duix_app_concurrency_total_number",
+    "totalConcurrentNumber from getconcurrentNumber (sessions); absent unless fresh.",
+    "gauge",
+)
+CONCURRENCY_USER = Family(
+    "duix_app_concurrency_user",
+    "userConcurrentNumber from getconcurrentNumber (sessions); absent unless fresh.",
+    "gauge",
+)
+SESSIONS = Family(
+    "duix_app_sessions",
+    "In-call sessions listed by getconcurrentList (sessions); absent unless fresh and "
+    "the list is polled.",
+    "gauge",
+)
+OLDEST_SESSION_AGE = Family(
+    "duix_app_oldest_session_age_seconds",
+    "Age of the oldest in-call session with a known start (seconds); absent unless "
+    "fresh and at least one session has a known age.",
+    "gauge",
+    unit="seconds",
+)
+SESSION_AGE = Family(
+    "duix_app_session_age_seconds",
+    "Ages of the in-call sessions with a known start, now (seconds); absent unless "
+    "fresh and the list is polled.",
+    "gaugehistogram",
+    unit="seconds",
+)
+LAST_SUCCESS = Family(
+    "duix_app_last_poll_success_timestamp_seconds",
+    "Unix time of the app's last successful poll (seconds); kept while later polls "
+    "fail, absent until the first success.",
+    "gauge",
+    unit="seconds",
+)
+CONSECUTIVE_FAILURES = Family(
+    "duixwatch_app_consecutive_poll_failures",
+    "Polls of the app that failed in a row since its last success (polls).",
+    "gauge",
+)
+POLL_INTERVAL = Family(
+    "duixwatch_app_poll_interval_seconds",
+    "Configured poll interval of the app (seconds); data older than twice this is stale.",
+    "gauge",
+    unit="seconds",
+)
+APPS = Family(
+    "duixwatch_apps",
+    "Apps in the snapshot store, i.e. configured and watched (apps).",
+    "gauge",
+    labels=(),
+)
+POLL_ERRORS = Family(
+    "duixwatch_poll_errors",
+    "Failed polls of an app by reason: auth, quota, server, client, timeout, transport, "
+    "malformed (polls).",
+    "counter",
+    labels=("app", "reason"),
+)
 
-class _Families(NamedTuple):
-    """The (empty) metric families of one scrape, in exposition order."""
-
-    up: GaugeMetricFamily
-    concurrency_total: GaugeMetricFamily
-    concurrency_user: GaugeMetricFamily
-    sessions: GaugeMetricFamily
-    oldest_session_age: GaugeMetricFamily
-    session_age: GaugeHistogramMetricFamily
-    last_success: GaugeMetricFamily
-    consecutive_failures: GaugeMetricFamily
-    poll_interval: GaugeMetricFamily
-    apps: GaugeMetricFamily
+# ``le`` label values written as prometheus_client writes its own histograms' ("60.0", "+Inf").
+_LE: Final[tuple[str, ...]] = (*(number(bound) for bound in SESSION_AGE_BUCKETS), "+Inf")
 
 
-def _families() -> _Families:
-    """Fresh, empty families: the HELP texts and types of the platform values live here."""
-    app = ["app"]
-    return _Families(
-        up=GaugeMetricFamily(
-            "duix_up",
-            "1 when the app's latest poll succeeded and is fresh (no older than 2 x its poll "
-            "interval), else 0.",
-            labels=app,
-        ),
-        concurrency_total=GaugeMetricFamily(
-            "duix_app_concurrency_total_number",
-            "totalConcurrentNumber from getconcurrentNumber (sessions); absent unless fresh.",
-            labels=app,
-        ),
-        concurrency_user=GaugeMetricFamily(
-            "duix_app_concurrency_user",
-            "userConcurrentNumber from getconcurrentNumber (sessions); absent unless fresh.",
-            labels=app,
-        ),
-        sessions=GaugeMetricFamily(
-            "duix_app_sessions",
-            "In-call sessions listed by getconcurrentList (sessions); absent unless fresh and "
-            "the list is polled.",
-            labels=app,
-        ),
-        oldest_session_age=GaugeMetricFamily(
-            "duix_app_oldest_session_age_seconds",
-            "Age of the oldest in-call session with a known start (seconds); absent unless "
-            "fresh and at least one session has a known age.",
-            labels=app,
-            unit="seconds",
-        ),
-        session_age=GaugeHistogramMetricFamily(
-            "duix_app_session_age_seconds",
-            "Ages of the in-call sessions with a known start, now (seconds); absent unless "
-            "fresh and the list is polled.",
-            labels=app,
-            unit="seconds",
-        ),
-        last_success=GaugeMetricFamily(
-            "duix_app_last_poll_success_timestamp_seconds",
-            "Unix time of the app's last successful poll (seconds); kept while later polls "
-            "fail, absent until the first success.",
-            labels=app,
-            unit="seconds",
-        ),
-        consecutive_failures=GaugeMetricFamily(
-            "duixwatch_app_consecutive_poll_failures",
-            "Polls of the app that failed in a row since its last success (polls).",
-            labels=app,
-        ),
-        poll_interval=GaugeMetricFamily(
-            "duixwatch_app_poll_interval_seconds",
-            "Configured poll interval of the app (seconds); data older than twice this is stale.",
-            labels=app,
-            unit="seconds",
-        ),
-        apps=GaugeMetricFamily(
-            "duixwatch_apps",
-            "Apps in the snapshot store, i.e. configured and watched (apps).",
-        ),
-    )
+class _AppRow(NamedTuple):
+    """What one scrape exports for one app (``None``: the series is absent)."""
+
+    app: str
+    up: int
+    consecutive_failures: int
+    poll_interval: float
+    last_success: float | None
+    concurrency: models.Concurrency | None
+    sessions: int | None
+    oldest_age: float | None
+    #: cumulative counts for each bound of SESSION_AGE_BUCKETS, then +Inf
+    buckets: tuple[int, ...] | None
+    age_sum: float
+
+
+def _row(snap: models.AppSnapshot, now: datetime, now_us: int) -> _AppRow:
+    fresh = snap.is_fresh(now)
+    last = snap.fetched_at.timestamp() if snap.fetched_at is not None else None
+    listing = snap.sessions
+    if not fresh or listing is None:
+        return _AppRow(
+            snap.app, 1 if fresh else 0, snap.consecutive_failures, snap.poll_interval_seconds,
+            last, snap.concurrency if fresh else None, None, None, None, 0.0,
+        )  # fmt: skip
+    ages = listing.ages(now_us, _BOUNDS_US)
+    return _AppRow(
+        snap.app, 1, snap.consecutive_failures, snap.poll_interval_seconds, last,
+        snap.concurrency, len(listing), ages.oldest_seconds, ages.counts, ages.sum_seconds,
+    )  # fmt: skip
+
+
+#: SESSION_AGE_BUCKETS in whole microseconds (an age is at most a bound: start >= now - bound)
+_BOUNDS_US: Final = tuple(int(bound * 1_000_000) for bound in SESSION_AGE_BUCKETS)
 
 
 class SnapshotCollector(Collector):
     """Exports the snapshot store as it is at scrape time (the ``duix_*`` platform values).
 
     ``snapshots`` is called once per scrape and ``clock.now()`` read once, so every series of
-    one scrape agrees on what is fresh.
+    one scrape agrees on what is fresh. :meth:`collect` gives prometheus_client families (for
+    registry readers); :meth:`exposition` writes the same samples as text, fast
+    (:mod:`duixwatch.exposition`).
     """
+
+    FAMILIES: Final = (
+        UP, CONCURRENCY_TOTAL, CONCURRENCY_USER, SESSIONS, OLDEST_SESSION_AGE, SESSION_AGE,
+        LAST_SUCCESS, CONSECUTIVE_FAILURES, POLL_INTERVAL, APPS,
+    )  # fmt: skip
 
     def __init__(
         self, snapshots: Callable[[], Iterable[models.AppSnapshot]], *, clock: Clock
     ) -> None:
         self._snapshots = snapshots
         self._clock = clock
+        self._bucket_text: dict[str, tuple[tuple[int, ...], str]] = {}
+
+    def _rows(self) -> list[_AppRow]:
+        now = self._clock.now()
+        now_us = models.epoch_us(now)
+        return [_row(snap, now, now_us) for snap in self._snapshots()]
 
     def describe(self) -> Iterable[Metric]:
         """The families this collector owns, without samples (lets the registry catch clashes)."""
-        return list(_families())
+        return [family.empty() for family in self.FAMILIES]
 
     def collect(self) -> Iterable[Metric]:
         """One family per metric name, with a sample per app that has a true value for it."""
-        snapshots = list(self._snapshots())
-        now = self._clock.now()
-        f = _families()
-        f.apps.add_metric([], len(snapshots))
-        for snap in snapshots:
-            app = [snap.app]
-            fresh = snap.is_fresh(now)
-            f.up.add_metric(app, 1.0 if fresh else 0.0)
-            f.consecutive_failures.add_metric(app, snap.consecutive_failures)
-            f.poll_interval.add_metric(app, snap.poll_interval_seconds)
-            if snap.fetched_at is not None:
-                f.last_success.add_metric(app, snap.fetched_at.timestamp())
-            if not fresh:
+        rows = self._rows()
+        f = [family.empty() for family in self.FAMILIES]
+        gauges = [cast(GaugeMetricFamily, family) for family in f]
+        up, total, user, sessions, oldest, _, last, failures, interval, apps = gauges
+        ages = cast(GaugeHistogramMetricFamily, f[self.FAMILIES.index(SESSION_AGE)])
+        apps.add_metric([], len(rows))
+        for row in rows:
+            app = [row.app]
+            up.add_metric(app, row.up)
+            failures.add_metric(app, row.consecutive_failures)
+            interval.add_metric(app, row.poll_interval)
+            if row.last_success is not None:
+                last.add_metric(app, row.last_success)
+            if row.concurrency is not None:
+                total.add_metric(app, row.concurrency.total_concurrent_number)
+                user.add_metric(app, row.concurrency.user_concurrent_number)
+            if row.sessions is not None:
+                sessions.add_metric(app, row.sessions)
+            if row.oldest_age is not None:
+                oldest.add_metric(app, row.oldest_age)
+            if row.buckets is not None:
+                pairs = [(le, float(n)) for le, n in zip(_LE, row.buckets, strict=True)]
+                ages.add_metric(app, pairs, row.age_sum)
+        return f
+
+    def exposition(self, openmetrics: bool) -> str:
+        """The samples of :meth:`collect`, as exposition text (what prometheus_client writes).
+
+        An app's twelve ``_bucket`` lines change only when a session crosses a bound, so they
+        are kept from the previous scrape while its counts are the same (for the apps of this
+        scrape only: the cache never outgrows the fleet).
+        """
+        rows = self._rows()
+        previous = self._bucket_text
+        kept: dict[str, tuple[tuple[int, ...], str]] = {}
+        up: list[str] = []
+        total: list[str] = []
+        user: list[str] = []
+        sessions: list[str] = []
+        oldest: list[str] = []
+        buckets: list[str] = []
+        gcount: list[str] = []
+        gsum: list[str] = []
+        last: list[str] = []
+        failures: list[str] = []
+        interval: list[str] = []
+        for row in rows:
+            label = escape_label_value(row.app)
+            app = f'{{app="{label}"}} '
+            up.append(f"duix_up{app}{_SMALL[row.up]}\n")
+            n = row.consecutive_failures
+            failures.append(
+                f"duixwatch_app_consecutive_poll_failures{app}"
+                f"{_SMALL[n] if 0 <= n < _SMALL_MAX else number(n)}\n"
+            )
+            interval.append(
+                f"duixwatch_app_poll_interval_seconds{app}{number(row.poll_interval)}\n"
+            )
+            if row.last_success is not None:
+                last.append(
+                    f"duix_app_last_poll_success_timestamp_seconds{app}{_go(row.last_success)}\n"
+                )
+            if row.concurrency is not None:
+                c = row.concurrency
+                total.append(
+                    f"duix_app_concurrency_total_number{app}{number(c.total_concurrent_number)}\n"
+                )
+                user.append(f"duix_app_concurrency_user{app}{number(c.user_concurrent_number)}\n")
+            if row.sessions is not None:
+                sessions.append(f"duix_app_sessions{app}{number(row.sessions)}\n")
+            if row.oldest_age is not None:
+                oldest.append(f"duix_app_oldest_session_age_seconds{app}{_go(row.oldest_age)}\n")
+            counts = row.buckets
+            if counts is None:
                 continue
-            if snap.concurrency is not None:
-                f.concurrency_total.add_metric(app, snap.concurrency.total_concurrent_number)
-                f.concurrency_user.add_metric(app, snap.concurrency.user_concurrent_number)
-            if snap.sessions is None:
-                continue
-            f.sessions.add_metric(app, len(snap.sessions))
-            ages = [
-                age
-                for age in (session.age_seconds(now) for session in snap.sessions.sessions)
-                if age is not None
-            ]
-            if ages:
-                f.oldest_session_age.add_metric(app, max(ages))
-            f.session_age.add_metric(app, _cumulative_buckets(ages), sum(ages))
-        return list(f)
+            cached = previous.get(row.app)
+            if cached is not None and cached[0] == counts:
+                block = cached[1]
+            else:
+                block = _BUCKETS_TEMPLATE.format(
+                    label, *[_SMALL[k] if k < _SMALL_MAX else number(k) for k in counts]
+                )
+            kept[row.app] = (counts, block)
+            buckets.append(block)
+            count = f"duix_app_session_age_seconds_gcount{app}{number(counts[-1])}\n"
+            age_sum = f"duix_app_session_age_seconds_gsum{app}{number(row.age_sum)}\n"
+            if openmetrics:
+                buckets.append(count)
+                buckets.append(age_sum)
+            else:
+                gcount.append(count)
+                gsum.append(age_sum)
+        self._bucket_text = kept
+        if gcount:
+            buckets.append(SESSION_AGE.sub_header("_gcount"))
+            buckets.extend(gcount)
+            buckets.append(SESSION_AGE.sub_header("_gsum"))
+            buckets.extend(gsum)
+        bodies = (
+            up, total, user, sessions, oldest, buckets, last, failures, interval,
+            [f"duixwatch_apps {number(len(rows))}\n"],
+        )  # fmt: skip
+        out: list[str] = []
+        for family, lines in zip(self.FAMILIES, bodies, strict=True):
+            out.append(family.header(openmetrics))
+            out.extend(lines)
+        return "".join(out)
 
 
-# ``le`` label values written as prometheus_client writes its own histograms' ("60.0", "+Inf");
-# the cast only gives the untyped helper its real signature.
-_LE: Final[tuple[str, ...]] = tuple(
-    cast(Callable[[float], str], floatToGoString)(bound) for bound in SESSION_AGE_BUCKETS
+#: ``{0}``: the escaped app; ``{1}``..: the cumulative counts, as text.
+_BUCKETS_TEMPLATE: Final = "".join(
+    f'duix_app_session_age_seconds_bucket{{{{app="{{0}}",le="{le}"}}}} {{{i}}}\n'
+    for i, le in enumerate(_LE, start=1)
 )
+
+
+class PollErrorCounter(Collector):
+    """``duixwatch_poll_errors_total{app,reason}``: counts kept in a dict, written fast.
+
+    Every configured app has every reason from the start (at 0), so that ``rate()`` and
+    ``increase()`` see an app's very first error; at 10,000 apps that is 70,000 series, which
+    is why this is not a prometheus_client ``Counter`` (and exports no ``_created`` series).
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[str, dict[str, float]] = {}
+        #: each app's lines, kept until its counts change (most apps never fail)
+        self._text: dict[str, str] = {}
+
+    def set_apps(self, apps: Iterable[str]) -> None:
+        """Keep exactly these apps (their counts survive), each with every reason."""
+        fresh = dict.fromkeys(_POLL_ERROR_REASONS, 0.0)
+        self._counts = {app: self._counts.get(app) or dict(fresh) for app in apps}
+        self._text = {app: text for app, text in self._text.items() if app in self._counts}
+
+    def inc(self, app: str, reason: str) -> None:
+        """Count one failed poll (an app not declared yet gets its row now)."""
+        row = self._counts.get(app)
+        if row is None:
+            row = self._counts[app] = dict.fromkeys(_POLL_ERROR_REASONS, 0.0)
+        row[reason] = row.get(reason, 0.0) + 1.0
+        self._text.pop(app, None)
+
+    def describe(self) -> Iterable[Metric]:
+        return [POLL_ERRORS.empty()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = cast(CounterMetricFamily, POLL_ERRORS.empty())
+        for app, row in self._counts.items():
+            for reason, count in row.items():
+                family.add_metric([app, reason], count)
+        return [family]
+
+    def exposition(self, openmetrics: bool) -> str:
+        out = [POLL_ERRORS.header(openmetrics)]
+        text = self._text
+        for app, row in self._counts.items():
+            block = text.get(app)
+            if block is None:
+                prefix = f'duixwatch_poll_errors_total{{app="{escape_label_value(app)}",reason="'
+                block = text[app] = "".join(
+                    f'{prefix}{reason}"}} {number(count)}\n' for reason, count in row.items()
+                )
+            out.append(block)
+        return "".join(out)
 
 
 class ScalingCollector(Collector):
@@ -294,16 +470,6 @@ class ScalingCollector(Collector):
         return [fresh, sessions, desired]
 
 
-def _cumulative_buckets(ages: list[float]) -> list[tuple[str, float]]:
-    """``(le, count)`` pairs over :data:`SESSION_AGE_BUCKETS`, cumulative, ending with +Inf."""
-    buckets = [
-        (le, float(sum(1 for age in ages if age <= bound)))
-        for le, bound in zip(_LE, SESSION_AGE_BUCKETS, strict=True)
-    ]
-    buckets.append(("+Inf", float(len(ages))))
-    return buckets
-
-
 class Metrics:
     """Every duixwatch metric, registered on ``registry``.
 
@@ -323,24 +489,30 @@ class Metrics:
     ) -> None:
         self._apps: frozenset[str] = frozenset()
         self._removed: frozenset[str] = frozenset()
-        registry.register(SnapshotCollector(snapshots, clock=clock))
-        registry.register(ScalingCollector(scaling or tuple))
+        # The per-app families write their own text (duixwatch.exposition); everything else
+        # lives on ``library`` and is written by prometheus_client. ``registry`` sees it all.
+        self._snapshot_collector = SnapshotCollector(snapshots, clock=clock)
+        self._poll_errors = PollErrorCounter()
+        self._library = library = CollectorRegistry(auto_describe=True)
+        registry.register(self._snapshot_collector)
+        registry.register(self._poll_errors)
+        library.register(ScalingCollector(scaling or tuple))
         self._shard_index = Gauge(
             "duixwatch_shard_index",
             "This replica's shard index (0 when not sharded).",
-            registry=registry,
+            registry=library,
         )
         # Issue 6 names this duixwatch_shard_count; promtool's lint (which must stay silent)
         # reserves _count for histograms and summaries, so it is duixwatch_shards.
         self._shard_count = Gauge(
             "duixwatch_shards",
             "How many shards the apps are split into (1 when not sharded).",
-            registry=registry,
+            registry=library,
         )
         self._owned_apps = Gauge(
             "duixwatch_owned_apps",
             "Configured apps this replica owns and polls (apps).",
-            registry=registry,
+            registry=library,
         )
 
         self._api_requests = Counter(
@@ -348,7 +520,7 @@ class Metrics:
             "HTTP attempts to the DUIX API by endpoint and outcome (success or the error reason) "
             "(requests).",
             ["endpoint", "outcome"],
-            registry=registry,
+            registry=library,
         )
         self._api_duration = Histogram(
             "duixwatch_api_request_duration_seconds",
@@ -356,67 +528,61 @@ class Metrics:
             ["endpoint"],
             buckets=API_REQUEST_DURATION_BUCKETS,
             unit="seconds",
-            registry=registry,
-        )
-        self._poll_errors = Counter(
-            "duixwatch_poll_errors_total",
-            "Failed polls of an app by reason: auth, quota, server, client, timeout, transport, "
-            "malformed (polls).",
-            _POLL_ERROR_LABELS,
-            registry=registry,
+            registry=library,
         )
         self._policy_matched = Gauge(
             "duixwatch_policy_matched_sessions",
             "Sessions the policy matched in its latest evaluation of the app (sessions).",
             _POLICY_MATCHED_LABELS,
-            registry=registry,
+            registry=library,
         )
         self._policy_actions = Counter(
             "duixwatch_policy_actions_total",
             "Policy actions by outcome: stopped, already_closed, failed, dry_run (actions).",
             _POLICY_ACTION_LABELS,
-            registry=registry,
+            registry=library,
         )
         self._policy_aborts = Counter(
             "duixwatch_policy_aborts_total",
             "Policy cycles that acted on nothing, by reason: max_actions, max_percent, "
             "stale_data (cycles).",
             _POLICY_ABORT_LABELS,
-            registry=registry,
+            registry=library,
         )
         self._policy_info = Gauge(
             "duixwatch_policy_info",
             "1 for every configured policy; labels say its action and whether it is a dry run "
             '(dry_run="false" policies close sessions when enforcement is enabled).',
             ["policy", "action", "dry_run"],
-            registry=registry,
+            registry=library,
         )
         self._enforcement = Gauge(
             "duixwatch_enforcement_enabled",
             "1 when enforcement.enabled is true (non-dry-run policies may close sessions), else 0.",
-            registry=registry,
+            registry=library,
         )
         self._reload_ok = Gauge(
             "duixwatch_config_last_reload_successful",
             "1 when the latest configuration load succeeded, else 0.",
-            registry=registry,
+            registry=library,
         )
         self._reload_at = Gauge(
             "duixwatch_config_last_reload_success_timestamp_seconds",
             "Unix time of the latest successful configuration load (seconds).",
             unit="seconds",
-            registry=registry,
+            registry=library,
         )
         build_info = Gauge(
             "duixwatch_build_info",
             "Always 1; the version label says which duixwatch is running.",
             ["version"],
-            registry=registry,
+            registry=library,
         )
         build_info.labels(version=version).set(1)
 
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
+        ProcessCollector(registry=library)
+        PlatformCollector(registry=library)
+        registry.register(library)
 
     # ------------------------------------------------------------------ the client's observer
 
@@ -430,7 +596,7 @@ class Metrics:
     def poll_failed(self, app: str, reason: str) -> None:
         """Count a failed poll of ``app``; ``reason`` is an :data:`errors.Reason` word."""
         if self._watched(app):
-            self._poll_errors.labels(app=app, reason=reason).inc()
+            self._poll_errors.inc(app, reason)
 
     def policy_matched(self, app: str, policy: str, count: int) -> None:
         """Record how many sessions of ``app`` the policy matched in this evaluation."""
@@ -463,13 +629,20 @@ class Metrics:
         apps = frozenset(names)
         self._removed = (self._removed | self._apps) - apps
         self._apps = apps
-        _drop_children(self._poll_errors, _POLL_ERROR_LABELS, keep=apps)
+        self._poll_errors.set_apps(apps)
         _drop_children(self._policy_matched, _POLICY_MATCHED_LABELS, keep=apps)
         _drop_children(self._policy_actions, _POLICY_ACTION_LABELS, keep=apps)
         _drop_children(self._policy_aborts, _POLICY_ABORT_LABELS, keep=apps)
-        for app in apps:
-            for reason in _POLL_ERROR_REASONS:
-                self._poll_errors.labels(app=app, reason=reason)
+
+    def render(self, accept_header: str | None) -> tuple[bytes, str]:
+        """The ``/metrics`` body and its content type (OpenMetrics if ``accept_header`` asks).
+
+        The same bytes prometheus_client would write for ``registry``, several times faster
+        for the per-app families (module docstring of :mod:`duixwatch.exposition`).
+        """
+        return exposition.render(
+            (self._snapshot_collector, self._poll_errors), self._library, accept_header
+        )
 
     def set_policies(self, policies: Iterable[tuple[str, str, bool]]) -> None:
         """Declare the configured policies as ``(name, action, dry_run)`` (start and reload).
@@ -530,13 +703,3 @@ def _drop_children(
     }
     for labelvalues in stale:
         metric.remove(*labelvalues)
-
-
-def render(registry: CollectorRegistry, accept_header: str | None) -> tuple[bytes, str]:
-    """The exposition of ``registry`` and its content type.
-
-    OpenMetrics when ``accept_header`` asks for ``application/openmetrics-text``, else the
-    Prometheus text format 0.0.4.
-    """
-    encoder, content_type = choose_encoder(accept_header or "")
-    return encoder(registry), content_type

@@ -14,17 +14,16 @@ No endpoint changes anything: every route is GET (and HEAD). The daemon hands th
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from duixwatch import metrics, models, policy
+from duixwatch import models, policy
 from duixwatch.clock import Clock
 
 __all__ = [
@@ -254,11 +253,15 @@ def _html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def create_app(*, registry: CollectorRegistry, view: DaemonView, clock: Clock) -> Starlette:
+#: ``Metrics.render``: the ``/metrics`` body and content type for an Accept header.
+Render = Callable[[str | None], tuple[bytes, str]]
+
+
+def create_app(*, render: Render, view: DaemonView, clock: Clock) -> Starlette:
     """The ASGI app of the daemon's HTTP surface."""
 
     async def metrics_endpoint(request: Request) -> Response:
-        body, content_type = metrics.render(registry, request.headers.get("accept"))
+        body, content_type = render(request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
     async def healthz(_: Request) -> Response:
