@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +298,29 @@ async def test_a_shard_polls_only_the_apps_it_owns(sim: Simulator, tmp_path: Pat
         assert value(text, "duixwatch_owned_apps") == len(owned)
         for app in sim.apps:
             assert (value(text, "duix_up", app=app.name) is not None) == (app.name in owned)
+
+
+async def test_first_sight_reaches_the_state_database_while_the_daemon_runs(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """The write-behind writer commits new first-seen times promptly, not only at shutdown."""
+    app = sim.apps[0]
+    ids = {sim.add_session(app.app_id).session_id for _ in range(3)}
+    config = write_config(tmp_path / "c.yaml", sim, apps=1)
+    database = tmp_path / "state" / "state.sqlite3"
+
+    def stored() -> set[str]:
+        with closing(sqlite3.connect(database)) as db:
+            rows = db.execute("SELECT session_id FROM first_seen WHERE app_id = ?", (app.app_id,))
+            return {row[0] for row in rows}
+
+    async with running(sim, config) as (daemon, http):
+        await wait_for(http, "/readyz")
+        with anyio.fail_after(WAIT_SECONDS):
+            while stored() != ids:
+                await anyio.sleep(0.05)
+        sim.stop_session(app, next(iter(ids)))
+        with anyio.fail_after(WAIT_SECONDS):
+            while len(stored()) != 2:
+                await anyio.sleep(0.05)
+        assert daemon._state.pending_writes == 0

@@ -34,6 +34,59 @@ def test_new_sessions_are_first_seen_now_and_keep_that_time_later(
     assert store.first_seen(APP, ["a", "b", "c"], later) == {"a": START, "b": START, "c": later}
 
 
+def test_first_seen_answers_from_memory_and_writes_changes_in_one_flush(
+    tmp_path: Path,
+) -> None:
+    """A poll queues its changes (no transaction, no fsync on the event loop); flush() writes
+    everything queued in one transaction, and an unchanged list queues nothing."""
+    calls: list[int] = []
+    with state.StateStore(tmp_path / "state") as store:
+        store.on_pending = lambda: calls.append(store.pending_writes)
+        store.first_seen(APP, ["a", "b"], START)
+        store.first_seen(OTHER, ["c"], START)
+        assert store._connection.total_changes == 0
+        assert (store.pending_writes, calls) == (3, [2])  # told once, when the queue started
+        assert store.flush() == 3
+        writes = store._connection.total_changes
+        for minute in range(1, 4):
+            seen = store.first_seen(APP, ["b", "a"], START + timedelta(minutes=minute))
+            assert seen == {"a": START, "b": START}
+        assert (store.pending_writes, store.flush()) == (0, 0)
+        assert store._connection.total_changes == writes
+        store.first_seen(APP, ["b"], START + timedelta(minutes=5))  # a ended
+        store.first_seen(APP, ["b", "a"], START + timedelta(minutes=6))  # a is back: new
+        assert store.flush() == 1
+        store.first_seen(APP, ["b", "a", "d"], START + timedelta(minutes=7))  # left queued
+    with state.StateStore(tmp_path / "state") as reopened:  # close() flushed the rest
+        later = START + timedelta(hours=1)
+        assert reopened.first_seen(APP, ["b", "a", "d"], later) == {
+            "a": START + timedelta(minutes=6),
+            "b": START,
+            "d": START + timedelta(minutes=7),
+        }
+        assert reopened.first_seen(OTHER, ["c"], later) == {"c": START}
+
+
+def test_a_failed_flush_keeps_the_changes_for_the_next_one(tmp_path: Path) -> None:
+    with state.StateStore(tmp_path / "state") as store:
+        store.first_seen(APP, ["a"], START)
+        real = store._connection
+        store._connection = sqlite3.connect(":memory:", isolation_level=None)  # no tables
+        with pytest.raises(state.StateError):
+            store.flush()
+        store._connection.close()
+        store._connection = real
+        store.first_seen(APP, ["a", "b"], START + timedelta(seconds=1))
+        assert store.pending_writes == 2
+        assert store.flush() == 2
+    with state.StateStore(tmp_path / "state") as reopened:
+        later = START + timedelta(hours=1)
+        assert reopened.first_seen(APP, ["a", "b"], later) == {
+            "a": START,
+            "b": START + timedelta(seconds=1),
+        }
+
+
 def test_first_seen_times_survive_a_reopen_of_the_same_directory(tmp_path: Path) -> None:
     moment = datetime(2026, 11, 21, 12, 0, 0, 123456, tzinfo=UTC)
     with state.StateStore(tmp_path) as first:

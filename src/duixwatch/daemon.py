@@ -60,6 +60,9 @@ __all__ = ["Daemon"]
 
 log = structlog.get_logger("duixwatch.daemon")
 
+#: Seconds between attempts to write queued first-seen changes after a failed write.
+STATE_RETRY_SECONDS = 5.0
+
 
 def sd_notify(message: str, environ: Mapping[str, str]) -> bool:
     """Send one sd_notify datagram to ``$NOTIFY_SOCKET``; False when there is none or it failed."""
@@ -270,6 +273,7 @@ class Daemon:
                 await tg.start(self._fleet.run)
                 await self._fleet.apply(config.apps, self._client, config.daemon)
                 tg.start_soon(self._scaling_loop)
+                tg.start_soon(self._state_writer)
                 self.port = await tg.start(asgi.serve, app, config.server.host, config.server.port)
                 if self._watch_interval() > 0:
                     tg.start_soon(self._watch_config)
@@ -281,8 +285,39 @@ class Daemon:
             with anyio.move_on_after(self._config.daemon.shutdown_timeout_seconds, shield=True):
                 await self._client.aclose()
             self._audit.close()
-            self._state.close()
+            try:
+                self._state.close()  # writes what is still queued
+            except state.StateError as exc:
+                self._state_write_failed(exc)
             log.info("stopped")
+
+    async def _state_writer(self) -> None:
+        """Writes queued first-seen changes in a worker thread as soon as there are any.
+
+        Changes queued while a write is under way go into the next one, so the writes group
+        themselves (one transaction, one fsync, for however many polls changed something).
+        A failed write (disk full, I/O error) is logged and retried every few seconds; the
+        changes stay queued meanwhile and the daemon keeps polling from memory.
+        """
+        wake = anyio.Event()
+
+        def queued() -> None:  # first_seen() runs on the event loop's thread
+            wake.set()
+
+        self._state.on_pending = queued
+        while True:
+            await wake.wait()
+            wake = anyio.Event()
+            try:
+                await anyio.to_thread.run_sync(self._state.flush)
+            except state.StateError as exc:
+                self._state_write_failed(exc)
+                await self._clock.sleep(STATE_RETRY_SECONDS)
+                wake.set()
+
+    def _state_write_failed(self, exc: state.StateError) -> None:
+        pending = self._state.pending_writes
+        log.error("state_write_failed", error=str(exc), pending=pending)
 
     def stop(self) -> None:
         """Stop scheduling and shut down (what SIGTERM does)."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -121,6 +121,7 @@ class StateStore:
         self._lock = threading.Lock()
         self._closed = False
         self._prepare(journal_mode="wal")
+        self._init_first_seen()
 
     @classmethod
     def in_memory(cls) -> StateStore:
@@ -133,6 +134,7 @@ class StateStore:
         store._lock = threading.Lock()
         store._closed = False
         store._prepare(journal_mode=None)
+        store._init_first_seen()
         return store
 
     @property
@@ -232,35 +234,96 @@ class StateStore:
 
     # ----------------------------------------------------------------------- first seen
 
+    def _init_first_seen(self) -> None:
+        """Load the first_seen table into its in-memory mirror (once, at open)."""
+        #: app id -> {session id: first seen}: the truth for readers, ahead of the table
+        self._first_seen: dict[str, dict[str, datetime]] = {}
+        #: (app id, session id) -> first seen (µs) to insert, or None to delete, not yet written
+        self._pending: dict[tuple[str, str], int | None] = {}
+        self._pending_lock = threading.Lock()
+        #: called (from the caller's thread) when ``_pending`` goes from empty to not empty
+        self.on_pending: Callable[[], None] | None = None
+        rows = self._read(
+            lambda db: db.execute("SELECT app_id, session_id, first_seen_us FROM first_seen")
+        )
+        for app_id, session_id, first_seen_us in rows:
+            self._first_seen.setdefault(app_id, {})[session_id] = _from_us(int(first_seen_us))
+
     def first_seen(
         self, app_id: str, session_ids: Iterable[str], now: datetime
-    ) -> dict[str, datetime]:
+    ) -> Mapping[str, datetime]:
         """When each of ``session_ids`` was first seen for ``app_id``; new ones get ``now``.
 
         ``session_ids`` must be the APP's COMPLETE live list from a successful poll: ids of the
-        APP that are not in it are forgotten (those sessions ended), all in one transaction.
+        APP that are not in it are forgotten (those sessions ended).
         Never call it after a failed poll, or every age would restart.
+
+        This answers from memory and only queues the change for :meth:`flush` (write-behind):
+        a transaction per poll, each with its fsync, blocked the event loop for seconds at
+        10,000 APPs. The daemon flushes in a worker thread as soon as something is queued, so
+        writes group themselves into one transaction per flush; :meth:`close` flushes too. A
+        change lost to a crash before its flush only makes a session look younger after the
+        restart (its first sight is the restart): ages are never overstated.
         """
+        if self._closed:
+            raise StateError(f"the state database {self._label} is closed")
         ids = list(dict.fromkeys(session_ids))
+        known = self._first_seen.get(app_id, {})
+        live = set(ids)
+        gone = [sid for sid in known if sid not in live]
+        new = [sid for sid in ids if sid not in known]
+        if not gone and not new:
+            return known
         now_us = _to_us(now)
-        with self._transaction() as db:
-            known = dict(
-                db.execute(
-                    "SELECT session_id, first_seen_us FROM first_seen WHERE app_id = ?",
-                    (app_id,),
-                ).fetchall()
-            )
-            live = set(ids)
-            db.executemany(
-                "DELETE FROM first_seen WHERE app_id = ? AND session_id = ?",
-                [(app_id, sid) for sid in known if sid not in live],
-            )
-            new = [sid for sid in ids if sid not in known]
-            db.executemany(
-                "INSERT INTO first_seen (app_id, session_id, first_seen_us) VALUES (?, ?, ?)",
-                [(app_id, sid, now_us) for sid in new],
-            )
-        return {sid: _from_us(known.get(sid, now_us)) for sid in ids}
+        seen_now = _from_us(now_us)
+        current = {sid: known.get(sid, seen_now) for sid in ids}
+        self._first_seen[app_id] = current
+        with self._pending_lock:
+            was_empty = not self._pending
+            for sid in gone:
+                self._pending[(app_id, sid)] = None
+            for sid in new:
+                self._pending[(app_id, sid)] = now_us
+        if was_empty and self.on_pending is not None:
+            self.on_pending()
+        return current
+
+    @property
+    def pending_writes(self) -> int:
+        """First-seen changes queued and not yet written."""
+        return len(self._pending)
+
+    def flush(self) -> int:
+        """Write every queued first-seen change in one transaction; how many there were.
+
+        Safe from a worker thread while the event loop goes on queueing. On failure
+        (:class:`StateError`) the changes stay queued for the next flush; newer changes to the
+        same session win.
+        """
+        if not self._pending:
+            return 0
+        batch: dict[tuple[str, str], int | None] = {}
+        try:
+            # Under the database lock from taking the batch to its commit, so that a
+            # forget_apps() cannot run between the two and see its deletions undone.
+            with self._transaction() as db:
+                with self._pending_lock:
+                    batch, self._pending = self._pending, {}
+                db.executemany(
+                    "DELETE FROM first_seen WHERE app_id = ? AND session_id = ?",
+                    [key for key, us in batch.items() if us is None],
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO first_seen (app_id, session_id, first_seen_us)"
+                    " VALUES (?, ?, ?)",
+                    [(*key, us) for key, us in batch.items() if us is not None],
+                )
+        except BaseException:
+            with self._pending_lock:
+                batch.update(self._pending)
+                self._pending = batch
+            raise
+        return len(batch)
 
     # ----------------------------------------------------------------------- over since
 
@@ -304,6 +367,9 @@ class StateStore:
             gone = [(app_id,) for app_id in stored - keep]
             db.executemany("DELETE FROM first_seen WHERE app_id = ?", gone)
             db.executemany("DELETE FROM over_since WHERE app_id = ?", gone)
+            with self._pending_lock:
+                self._pending = {k: us for k, us in self._pending.items() if k[0] in keep}
+        self._first_seen = {a: seen for a, seen in self._first_seen.items() if a in keep}
 
     def forget_policies(self, keep_policies: Iterable[str]) -> None:
         """Drop the ``over_since`` rows of policies not in ``keep_policies`` (removed, renamed)."""
@@ -313,15 +379,20 @@ class StateStore:
             db.executemany("DELETE FROM over_since WHERE policy = ?", [(p,) for p in stored - keep])
 
     def close(self) -> None:
-        """Close the database (idempotent); later calls raise :class:`StateError`."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                self._connection.close()
-            except sqlite3.Error as exc:
-                raise StateError(f"closing the state database {self._label}: {exc}") from exc
+        """Write what is queued, close the database (idempotent); later calls raise
+        :class:`StateError`."""
+        try:
+            if not self._closed:
+                self.flush()
+        finally:
+            with self._lock:
+                if not self._closed:
+                    self._closed = True
+                    try:
+                        self._connection.close()
+                    except sqlite3.Error as exc:
+                        message = f"closing the state database {self._label}: {exc}"
+                        raise StateError(message) from exc
 
     def __enter__(self) -> StateStore:
         return self

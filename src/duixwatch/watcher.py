@@ -93,7 +93,7 @@ async def poll_once(
     base = previous or models.AppSnapshot(
         app=app.name, app_id=app.app_id, poll_interval_seconds=app.poll_interval_seconds
     )
-    base = replace(base, poll_interval_seconds=app.poll_interval_seconds)
+    interval = app.poll_interval_seconds  # a reload may have changed it
     attempt_at = clock.now()
     credentials = app.credentials
     results: dict[str, Any] = {}
@@ -124,12 +124,13 @@ async def poll_once(
             last_attempt_at=attempt_at,
             consecutive_failures=base.consecutive_failures + 1,
             polls=base.polls + 1,
+            poll_interval_seconds=interval,
         )
     fetched_at = clock.now()
     sessions: models.SessionList | None = results.get("sessions")
     if sessions is not None and first_seen is not None:
         ids = [s.session_id for s in sessions.sessions if s.session_id is not None]
-        # Called inline: it writes only when sessions appear or end (one short transaction).
+        # Inline: it answers from memory (the state store writes behind, off the loop).
         seen = first_seen.first_seen(app.app_id, ids, fetched_at)
         sessions = _with_first_seen(sessions, seen)
     return replace(
@@ -141,6 +142,7 @@ async def poll_once(
         last_attempt_at=attempt_at,
         consecutive_failures=0,
         polls=base.polls + 1,
+        poll_interval_seconds=interval,
     )
 
 
@@ -154,10 +156,12 @@ def _with_first_seen(
     listing: models.SessionList, seen: Mapping[str, datetime]
 ) -> models.SessionList:
     sessions = tuple(
-        s if s.session_id is None else replace(s, first_seen_at=seen.get(s.session_id))
+        s
+        if s.session_id is None
+        else models.Session(s.session_id, s.started_at, seen.get(s.session_id))
         for s in listing.sessions
     )
-    return replace(listing, sessions=sessions)
+    return models.SessionList(sessions, listing.shape, listing.total)
 
 
 @dataclass(frozen=True, slots=True)
