@@ -23,7 +23,7 @@ from duixwatch import errors, models
 from duixwatch.clock import SystemClock
 from duixwatch.duix import DuixClient
 from duixwatch.duix.client import _use_aiohttp
-from duixwatch.duix.wire import AiohttpWire, HttpxWire
+from duixwatch.duix.wire import AiohttpWire, HttpxWire, env_proxy
 from duixwatch.settings import DuixSettings
 from duixwatch.sim import Simulator, serve
 
@@ -180,6 +180,28 @@ async def test_a_closed_client_refuses_to_send(sim: Simulator, base_url: str) ->
     await duix.aclose()
     with pytest.raises(RuntimeError, match="after aclose"):
         await duix.concurrency(creds(sim))
+
+
+def test_the_proxy_comes_from_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    assert env_proxy("https://openapi.example") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert env_proxy("https://openapi.example") == "http://proxy.internal:3128"
+    assert env_proxy("http://openapi.example") is None  # HTTP_PROXY is not set
+    monkeypatch.setenv("ALL_PROXY", "http://all.internal:3128")
+    assert env_proxy("http://openapi.example") == "http://all.internal:3128"
+    monkeypatch.setenv("NO_PROXY", "openapi.example,localhost")
+    assert env_proxy("https://openapi.example") is None
+    wire = AiohttpWire(
+        base_url="https://other.example",
+        timeout_seconds=1,
+        connect_timeout_seconds=1,
+        max_connections=1,
+        headers={},
+    )
+    assert wire._proxy == "http://proxy.internal:3128"
 
 
 def test_auto_picks_aiohttp_only_inside_asyncio() -> None:
