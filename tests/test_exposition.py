@@ -168,3 +168,37 @@ def test_session_list_ages_agree_with_each_sessions_age(
     assert summary.counts == (*(sum(1 for a in known if a <= b) for b in bounds), len(known))
     assert summary.oldest_seconds == (max(known) if known else None)
     assert summary.sum_seconds == pytest.approx(sum(known), abs=1e-6 * (len(known) + 1))
+    # the counts hold until counts_valid_until_us, and change one microsecond later
+    until = summary.counts_valid_until_us
+    bounds_us = [int(b * 1_000_000) for b in bounds]
+    if until < 2**62:
+        assert listing.ages(until, bounds_us).counts[:-1] == summary.counts[:-1]
+        assert listing.ages(until + 1, bounds_us).counts != summary.counts
+    else:
+        later = models.epoch_us(now) + 10**12
+        assert listing.ages(later, bounds_us).counts == summary.counts
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(sessions_st, min_size=1, max_size=4), st.lists(st.integers(0, 10**8), max_size=8))
+def test_kept_bucket_counts_equal_fresh_ones_as_time_passes(
+    listings: list[list[models.Session]], steps_us: list[int]
+) -> None:
+    """The collector keeps counts between scrapes; at every later scrape they are right."""
+    fleet = [
+        models.AppSnapshot(
+            app=f"app-{i}",
+            app_id=str(i),
+            poll_interval_seconds=100_000,  # fresh throughout
+            fetched_at=NOW,
+            concurrency=models.Concurrency("c", 1, 1),
+            sessions=models.SessionList(tuple(items), shape="s"),
+        )
+        for i, items in enumerate(listings)
+    ]
+    clock = FakeClock()
+    kept = metrics.SnapshotCollector(lambda: fleet, clock=clock)
+    for step in steps_us:
+        clock.advance(step / 1_000_000)
+        fresh = metrics.SnapshotCollector(lambda: fleet, clock=clock)
+        assert kept.exposition(False) == fresh.exposition(False)

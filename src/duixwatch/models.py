@@ -158,24 +158,39 @@ class SessionList:
         starts = self.starts_us
         n = len(starts)
         if n == 0:
-            return AgeSummary(None, (*(0 for _ in bounds_us), 0), 0.0)
+            return AgeSummary(None, (*(0 for _ in bounds_us), 0), 0.0, _FOREVER)
         if starts[-1] <= now_us:  # no start in the future (the usual case): closed forms
             total_us = n * now_us - self.starts_sum_us
         else:
             total_us = sum(max(0, now_us - start) for start in starts)
-        counts = [n - bisect_left(starts, now_us - bound) for bound in bounds_us]
+        counts = []
+        until = _FOREVER
+        for bound in bounds_us:
+            first = bisect_left(starts, now_us - bound)  # the oldest start still within bound
+            counts.append(n - first)
+            if first < n:  # it leaves the bucket once it is more than `bound` old
+                until = min(until, starts[first] + bound)
         counts.append(n)
         oldest = max(0, now_us - starts[0]) / 1_000_000
-        return AgeSummary(oldest, tuple(counts), total_us / 1_000_000)
+        return AgeSummary(oldest, tuple(counts), total_us / 1_000_000, until)
+
+
+#: "never" for :attr:`AgeSummary.counts_valid_until_us`
+_FOREVER = 2**62
 
 
 @dataclass(frozen=True, slots=True)
 class AgeSummary:
-    """:meth:`SessionList.ages`: the oldest age, cumulative counts per bound, the sum (s)."""
+    """:meth:`SessionList.ages`: the oldest age, cumulative counts per bound, the sum (s).
+
+    ``counts`` stay the same for the same starts up to and including
+    ``counts_valid_until_us`` (the next moment a session grows out of a bucket).
+    """
 
     oldest_seconds: float | None
     counts: tuple[int, ...]
     sum_seconds: float
+    counts_valid_until_us: int
 
 
 StopOutcome = Literal["stopped", "already_closed"]
