@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import httpx
 import pytest
 import yaml
 
+from duixwatch import cli
 from tests.fakes import decode_token
 
 pytestmark = pytest.mark.e2e
@@ -428,3 +430,14 @@ def test_a_taken_port_is_one_line_and_exit_1(command: str, tmp_path: Path) -> No
     assert "cannot listen" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_long_running_commands_tune_the_garbage_collector() -> None:
+    before = gc.get_threshold()
+    try:
+        cli.long_running_gc()
+        assert gc.get_threshold() == cli.GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
