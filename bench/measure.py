@@ -14,6 +14,7 @@ cost the daemon more CPU than its polls.
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import math
 import re
@@ -21,8 +22,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import requests
+from urllib.parse import urlsplit
 
 __all__ = [
     "LAST_SUCCESS",
@@ -96,13 +96,25 @@ def parse_exposition(text: str) -> Exposition:
     return out
 
 
-def scrape(session: requests.Session, url: str, *, timeout: float = 60) -> tuple[float, bytes]:
-    """GET ``url``: (seconds from sending the request to having the whole body, body)."""
+def scrape(url: str, *, timeout: float = 60) -> tuple[float, bytes]:
+    """GET ``url`` on a new connection: (seconds from connecting to having the body, body).
+
+    The body is read in one call, as Prometheus reads a scrape. (``requests`` reads it in
+    10 kB pieces: for an 18 MB exposition that alone was ~50 ms of the measured time, spent in
+    the measuring process, not in the one measured.)
+    """
+    parts = urlsplit(url)
     started = time.perf_counter()
-    response = session.get(url, timeout=timeout)
-    body = response.content
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    try:
+        connection.request("GET", parts.path or "/", headers={"Accept": "text/plain"})
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
     elapsed = time.perf_counter() - started
-    response.raise_for_status()
+    if response.status != 200:
+        raise RuntimeError(f"GET {url}: HTTP {response.status}")
     return elapsed, body
 
 
@@ -116,8 +128,7 @@ def timed_scrapes(url: str, *, count: int, pause: float, budget: float) -> dict[
     size = 0
     deadline = time.monotonic() + budget
     for _ in range(count):
-        with requests.Session() as session:
-            elapsed, body = scrape(session, url)
+        elapsed, body = scrape(url)
         times.append(elapsed)
         size = len(body)
         if time.monotonic() + pause > deadline:

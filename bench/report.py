@@ -222,6 +222,8 @@ def render(report: dict[str, Any]) -> str:
         "    interval costs at the measured CPU per poll (one thread: more than 1 core is",
         "    not available to either program).",
         "CPU and RSS are the measured process only; CPU includes serving the window's scrapes.",
+        "/metrics scrape: GET on a new connection, until the whole body is read (in one read, as",
+        "  Prometheus reads it), between the windows, while the program polls at full rate.",
     ]
     t = report["targets"]
     if t["checks"]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import requests
-
 from bench.measure import Exposition, PollTimes, parse_exposition, scrape
 from bench.procs import Sampler, cpu_seconds
 
@@ -45,11 +43,11 @@ def measure_window(
     """
     polls = PollTimes(apps)
     scrape_seconds: list[float] = []
-    with requests.Session() as session, Sampler(pids, max_seconds=seconds + 600) as sampler:
+    with Sampler(pids, max_seconds=seconds + 600) as sampler:
         cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         mono0 = time.monotonic()
         start = time.time()
-        elapsed, body = scrape(session, metrics_url)
+        elapsed, body = scrape(metrics_url)
         scrape_seconds.append(elapsed)
         first = parse_exposition(body.decode())
         polls.add(first.last_success)
@@ -61,7 +59,7 @@ def measure_window(
             pause = due - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-            elapsed, body = scrape(session, metrics_url)
+            elapsed, body = scrape(metrics_url)
             scrape_seconds.append(elapsed)
             last = parse_exposition(body.decode())
             polls.add(last.last_success)
