@@ -324,3 +324,17 @@ async def test_first_sight_reaches_the_state_database_while_the_daemon_runs(
             while len(stored()) != 2:
                 await anyio.sleep(0.05)
         assert daemon._state.pending_writes == 0
+
+
+async def test_metrics_is_sent_in_pieces_with_its_length_and_answers_head(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    async with running(sim, write_config(tmp_path / "c.yaml", sim)) as (_daemon, http):
+        await wait_for(http, "/readyz")
+        response = await http.get("/metrics")
+        assert int(response.headers["content-length"]) == len(response.content)
+        assert response.text.count("# TYPE duix_up gauge\n") == 1
+        head = await http.head("/metrics")
+        assert head.status_code == 200
+        assert head.content == b""
+        assert int(head.headers["content-length"]) > 1000

@@ -96,7 +96,9 @@ def test_platform_values_are_written_as_prometheus_client_writes_them(
 ) -> None:
     clock = FakeClock()
     collector = metrics.SnapshotCollector(lambda: fleet, clock=clock)
-    assert collector.exposition(openmetrics) == library_text(collector, openmetrics)
+    assert b"".join(collector.exposition(openmetrics)).decode() == library_text(
+        collector, openmetrics
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -112,7 +114,7 @@ def test_poll_error_counts_are_written_as_prometheus_client_writes_them(
     counter.set_apps(apps)
     for index, reason in failures:
         counter.inc(apps[index % len(apps)] if apps else "undeclared", reason)
-    assert counter.exposition(openmetrics) == library_text(counter, openmetrics)
+    assert b"".join(counter.exposition(openmetrics)).decode() == library_text(counter, openmetrics)
 
 
 def test_render_is_the_whole_registry_and_a_valid_exposition() -> None:

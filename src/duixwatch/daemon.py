@@ -263,7 +263,7 @@ class Daemon:
             config_file=str(self._path),
             config=settings.mask(config),
         )
-        app = server.create_app(render=self._metrics.render, view=self, clock=self._clock)
+        app = server.create_app(render=self._metrics.render_chunks, view=self, clock=self._clock)
         try:
             async with anyio.create_task_group() as tg:
                 self._cancel = tg.cancel_scope

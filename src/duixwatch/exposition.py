@@ -123,20 +123,23 @@ class Family:
 
 
 class TextCollector(Protocol):
-    """A collector that can write its own exposition text (both formats)."""
+    """A collector that can write its own exposition text (both formats), as UTF-8 chunks."""
 
-    def exposition(self, openmetrics: bool) -> str: ...
+    def exposition(self, openmetrics: bool) -> list[bytes]: ...
 
 
 def render(
     fast: Sequence[TextCollector], registry: CollectorRegistry, accept_header: str | None
-) -> tuple[bytes, str]:
-    """``fast`` collectors' own text, then ``registry`` through prometheus_client.
+) -> tuple[list[bytes], str]:
+    """``fast`` collectors' own text, then ``registry`` through prometheus_client, as chunks.
 
     OpenMetrics when ``accept_header`` asks for ``application/openmetrics-text``, else the
-    Prometheus text format 0.0.4. ``registry`` must not hold the ``fast`` collectors.
+    Prometheus text format 0.0.4. ``registry`` must not hold the ``fast`` collectors. The body
+    is left in chunks (one per family) so that it never needs a second, joined copy: at 10,000
+    apps that copy is 18 MB.
     """
     encoder, content_type = choose_encoder(accept_header or "")
     openmetrics = content_type.startswith("application/openmetrics-text")
-    head = "".join(collector.exposition(openmetrics) for collector in fast).encode()
-    return head + encoder(registry), content_type
+    chunks = [chunk for collector in fast for chunk in collector.exposition(openmetrics)]
+    chunks.append(encoder(registry))
+    return chunks, content_type

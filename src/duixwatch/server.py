@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from duixwatch import models, policy
 from duixwatch.clock import Clock
@@ -253,16 +254,35 @@ def _html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-#: ``Metrics.render``: the ``/metrics`` body and content type for an Accept header.
-Render = Callable[[str | None], tuple[bytes, str]]
+#: ``Metrics.render_chunks``: the ``/metrics`` body, in pieces, and its content type for an
+#: Accept header.
+Render = Callable[[str | None], tuple[list[bytes], str]]
+
+
+class ChunksResponse(Response):
+    """A body sent as the pieces it was made in, with its Content-Length (no joined copy)."""
+
+    def __init__(self, chunks: list[bytes], media_type: str) -> None:
+        super().__init__(b"", media_type=media_type)
+        self._chunks = chunks
+        self.headers["content-length"] = str(sum(len(chunk) for chunk in chunks))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        if scope.get("method") != "HEAD":
+            for chunk in self._chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def create_app(*, render: Render, view: DaemonView, clock: Clock) -> Starlette:
     """The ASGI app of the daemon's HTTP surface."""
 
     async def metrics_endpoint(request: Request) -> Response:
-        body, content_type = render(request.headers.get("accept"))
-        return Response(body, media_type=content_type)
+        chunks, content_type = render(request.headers.get("accept"))
+        return ChunksResponse(chunks, media_type=content_type)
 
     async def healthz(_: Request) -> Response:
         overdue = list(view.overdue())
