@@ -111,10 +111,6 @@ class Family:
             self._headers[openmetrics] = cached
         return cached
 
-    def sample_name(self) -> str:
-        """The name of this family's plain samples (``_total`` for a counter)."""
-        return self.name + "_total" if self.kind == "counter" else self.name
-
     def sub_header(self, suffix: str) -> str:
         """Text format only: the gauge a gauge histogram's ``_gcount``/``_gsum`` become."""
         doc = self.documentation.replace("\\", r"\\").replace("\n", r"\n")

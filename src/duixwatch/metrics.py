@@ -272,15 +272,10 @@ class SnapshotCollector(Collector):
                 )
                 continue
             starts = listing.starts_us
-            n = len(starts)
             cached = previous.get(snap.app)
             if cached is not None and now_us <= cached[1] and cached[0] == starts:
                 counts = cached[2]
-                oldest = max(0, now_us - starts[0]) / 1_000_000 if n else None
-                if n and starts[-1] <= now_us:
-                    age_sum = (n * now_us - listing.starts_sum_us) / 1_000_000
-                else:
-                    age_sum = listing.ages(now_us, _BOUNDS_US).sum_seconds
+                oldest, age_sum = listing.oldest_and_sum(now_us)
                 kept[snap.app] = cached
             else:
                 ages = listing.ages(now_us, _BOUNDS_US)

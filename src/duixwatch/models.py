@@ -157,12 +157,9 @@ class SessionList:
         """
         starts = self.starts_us
         n = len(starts)
+        oldest, total = self.oldest_and_sum(now_us)
         if n == 0:
             return AgeSummary(None, (*(0 for _ in bounds_us), 0), 0.0, _FOREVER)
-        if starts[-1] <= now_us:  # no start in the future (the usual case): closed forms
-            total_us = n * now_us - self.starts_sum_us
-        else:
-            total_us = sum(max(0, now_us - start) for start in starts)
         counts = []
         until = _FOREVER
         for bound in bounds_us:
@@ -171,8 +168,19 @@ class SessionList:
             if first < n:  # it leaves the bucket once it is more than `bound` old
                 until = min(until, starts[first] + bound)
         counts.append(n)
-        oldest = max(0, now_us - starts[0]) / 1_000_000
-        return AgeSummary(oldest, tuple(counts), total_us / 1_000_000, until)
+        return AgeSummary(oldest, tuple(counts), total, until)
+
+    def oldest_and_sum(self, now_us: int) -> tuple[float | None, float]:
+        """The oldest known age and the sum of the known ages at ``now_us``, in seconds."""
+        starts = self.starts_us
+        n = len(starts)
+        if n == 0:
+            return None, 0.0
+        if starts[-1] <= now_us:  # no start in the future (the usual case): closed form
+            total_us = n * now_us - self.starts_sum_us
+        else:
+            total_us = sum(max(0, now_us - start) for start in starts)
+        return max(0, now_us - starts[0]) / 1_000_000, total_us / 1_000_000
 
 
 #: "never" for :attr:`AgeSummary.counts_valid_until_us`
