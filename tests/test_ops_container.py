@@ -97,7 +97,7 @@ def test_every_copied_file_exists_and_the_build_installs_the_package() -> None:
             assert (REPO / source).exists(), source
     copied = " ".join(copies)
     # pyproject.toml names README.md as the readme: the build needs both, and the sources.
-    for needed in ("pyproject.toml", "README.md", "src/"):
+    for needed in ("pyproject.toml", "README.md", "duixwatch/"):
         assert needed in copied, needed
     assert any("pip install" in a and " ." in a for w, a in instructions() if w == "RUN")
 
