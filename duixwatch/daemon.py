@@ -36,25 +36,20 @@ import structlog
 from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry
 
-from duixwatch import (
-    __version__,
-    asgi,
-    audit,
-    errors,
-    executor,
-    metrics,
-    models,
-    notify,
-    policy,
-    scale,
-    server,
-    settings,
-    state,
-)
-from duixwatch.clock import Clock
+from duixwatch import __version__
+from duixwatch.config import settings
+from duixwatch.core import errors, models
+from duixwatch.core.clock import Clock
 from duixwatch.duix import DuixClient
-from duixwatch.store import SnapshotStore
-from duixwatch.watcher import Fleet
+from duixwatch.export import autoscaling as scale
+from duixwatch.export import metrics
+from duixwatch.http import serve as asgi
+from duixwatch.http import server
+from duixwatch.policy import audit, executor, notify
+from duixwatch.policy import evaluate as policy
+from duixwatch.watch import state
+from duixwatch.watch.fleet import Fleet
+from duixwatch.watch.snapshots import SnapshotStore
 
 __all__ = ["Daemon"]
 

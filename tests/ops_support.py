@@ -184,11 +184,14 @@ def documented_metric_names() -> set[str]:
 
 
 def exported_metric_names() -> set[str]:
-    """Metric names the daemon's metric set defines (src/duixwatch/metrics.py).
+    """Metric names the daemon's metric set defines (the modules of duixwatch/export/).
 
     A family declared as a counter (``Family(..., "counter")``) is exported with ``_total``.
     """
-    source = (REPO / "src" / "duixwatch" / "metrics.py").read_text(encoding="utf-8")
+    source = "\n".join(
+        path.read_text(encoding="utf-8")
+        for path in sorted((REPO / "duixwatch" / "export").glob("*.py"))
+    )
     names = set(re.findall(r'"(duix(?:watch)?_[a-z0-9_]+)"', source))
     counters = re.findall(r'Family\(\s*"([a-z0-9_]+)",(?:(?!Family\().)*?"counter"', source, re.S)
     return (

@@ -20,7 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from duixwatch import audit, errors
+from duixwatch.core import errors
+from duixwatch.policy import audit
 from tests.fakes import START, FakeClock
 
 APP_ID = "1377185422953811968"
@@ -165,7 +166,8 @@ def test_a_short_write_fails_and_the_next_record_starts_on_its_own_line(tmp_path
         """
         import resource, signal, sys
         from pathlib import Path
-        from duixwatch import audit, clock
+        from duixwatch.core import clock
+        from duixwatch.policy import audit
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         log = audit.AuditLog(Path(sys.argv[1]), clock=clock.SystemClock())
         fields = dict(cycle="c", event="intent", policy="p", app="a", app_id="1")
@@ -415,7 +417,8 @@ _WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from duixwatch import audit, clock
+    from duixwatch.core import clock
+    from duixwatch.policy import audit
     log = audit.AuditLog(Path(sys.argv[1]), clock=clock.SystemClock())
     number = 0
     while True:

@@ -8,7 +8,7 @@ import jwt
 import pytest
 from pydantic import SecretStr
 
-from duixwatch import errors, models
+from duixwatch.core import errors, models
 from duixwatch.duix.auth import TokenCache, mint_token
 from tests.fakes import START, decode_token
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 import pytest
+
 from bench.daemon_run import limits_for
 from bench.measure import PollTimes, cycle_times, freshness, parse_exposition
 from bench.report import ROWS, TARGETS

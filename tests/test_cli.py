@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from duixwatch import cli
+import duixwatch.cli.parser
 from tests.fakes import decode_token
 
 pytestmark = pytest.mark.e2e
@@ -435,8 +435,8 @@ def test_a_taken_port_is_one_line_and_exit_1(command: str, tmp_path: Path) -> No
 def test_long_running_commands_tune_the_garbage_collector() -> None:
     before = gc.get_threshold()
     try:
-        cli.long_running_gc()
-        assert gc.get_threshold() == cli.GC_THRESHOLDS
+        duixwatch.cli.parser.long_running_gc()
+        assert gc.get_threshold() == duixwatch.cli.parser.GC_THRESHOLDS
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()

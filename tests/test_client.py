@@ -12,11 +12,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from duixwatch import errors, models
-from duixwatch.clock import SystemClock
+from duixwatch.config.settings import DuixSettings
+from duixwatch.core import errors, models
+from duixwatch.core.clock import SystemClock
 from duixwatch.duix import DuixClient
 from duixwatch.duix.auth import mint_token
-from duixwatch.settings import DuixSettings
 from duixwatch.sim import ListShape, Simulator, create_app
 from tests.fakes import FakeClock
 

@@ -16,9 +16,10 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from duixwatch import scale, settings
-from duixwatch.clock import SystemClock
+from duixwatch.config import settings
+from duixwatch.core.clock import SystemClock
 from duixwatch.daemon import Daemon
+from duixwatch.export import autoscaling as scale
 from duixwatch.sim import Simulator, create_app
 
 WAIT_SECONDS = 10

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from duixwatch import audit
+from duixwatch.policy import audit
 from tests.procs import DUIXWATCH, eventually, free_port, process, sim_config, start_sim
 
 pytestmark = pytest.mark.e2e

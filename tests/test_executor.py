@@ -19,11 +19,15 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from duixwatch import audit, metrics, models, notify, policy, settings
+from duixwatch.config import settings
+from duixwatch.core import models
 from duixwatch.duix import DuixClient
-from duixwatch.executor import Executor
+from duixwatch.export import metrics
+from duixwatch.policy import audit, notify
+from duixwatch.policy import evaluate as policy
+from duixwatch.policy.executor import Executor
 from duixwatch.sim import Simulator, create_app
-from duixwatch.watcher import MemoryFirstSeen, poll_once
+from duixwatch.watch.fleet import MemoryFirstSeen, poll_once
 from tests.fakes import FakeClock
 
 

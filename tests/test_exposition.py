@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from duixwatch import exposition, metrics, models
+from duixwatch.core import models
+from duixwatch.export import exposition, metrics
 from tests.fakes import FakeClock
 
 OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0; charset=utf-8"

@@ -9,7 +9,7 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from duixwatch import logs
+from duixwatch.core import logs
 
 
 @pytest.fixture(autouse=True)

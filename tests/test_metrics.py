@@ -10,7 +10,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from duixwatch import metrics, models
+from duixwatch.core import models
+from duixwatch.export import metrics
 from tests.fakes import FakeClock
 from tests.tools import require_tool
 

@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from duixwatch import asgi
-from duixwatch.notify import ActionOutcome, Notification, Notifier, Target, redact_url
+from duixwatch.http import serve as asgi
+from duixwatch.policy.notify import ActionOutcome, Notification, Notifier, Target, redact_url
 from tests.fakes import FakeClock
 
 WAIT_SECONDS = 5

@@ -32,7 +32,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from duixwatch import errors, scale, settings
+from duixwatch.config import settings
+from duixwatch.core import errors
+from duixwatch.export import autoscaling as scale
 from tests.ops_support import (
     DEPLOY,
     DUIXWATCH,

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from duixwatch import errors, models
+from duixwatch.config.settings import SessionListMapping
+from duixwatch.core import errors, models
 from duixwatch.duix import parse
-from duixwatch.settings import SessionListMapping
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 AUTO = SessionListMapping()

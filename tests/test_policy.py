@@ -10,7 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from duixwatch import models, policy, settings
+from duixwatch.config import settings
+from duixwatch.core import models
+from duixwatch.policy import evaluate as policy
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 APP = settings.AppConfig(app_id="100", name="frontdesk", app_key=SecretStr("k" * 32))

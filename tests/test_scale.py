@@ -10,7 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from duixwatch import errors, models, scale, settings
+from duixwatch.config import settings
+from duixwatch.core import errors, models
+from duixwatch.export import autoscaling as scale
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

@@ -12,7 +12,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from duixwatch import errors, settings
+from duixwatch.config import settings
+from duixwatch.core import errors
 from duixwatch.sim import Simulator, render_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "duixwatch.example.yaml"

@@ -17,7 +17,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from duixwatch import models
+from duixwatch.core import models
 from duixwatch.sim import (
     ENDPOINTS,
     Fault,

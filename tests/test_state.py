@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from duixwatch import errors, state
+from duixwatch.core import errors
+from duixwatch.watch import state
 from tests.fakes import START
 
 APP = "1377185422953811968"

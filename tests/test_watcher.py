@@ -15,11 +15,12 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from duixwatch import models, settings
+from duixwatch.config import settings
+from duixwatch.core import models
 from duixwatch.duix import DuixClient
 from duixwatch.sim import Simulator, create_app
-from duixwatch.store import SnapshotStore
-from duixwatch.watcher import AppLoop, Fleet, MemoryFirstSeen, poll_once
+from duixwatch.watch.fleet import AppLoop, Fleet, MemoryFirstSeen, poll_once
+from duixwatch.watch.snapshots import SnapshotStore
 from tests.fakes import FakeClock, VirtualClock
 
 

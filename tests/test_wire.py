@@ -19,12 +19,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from duixwatch import errors, models
-from duixwatch.clock import SystemClock
+from duixwatch.config.settings import DuixSettings
+from duixwatch.core import errors, models
+from duixwatch.core.clock import SystemClock
 from duixwatch.duix import DuixClient
 from duixwatch.duix.client import _use_aiohttp
 from duixwatch.duix.wire import AiohttpWire, HttpxWire, env_proxy
-from duixwatch.settings import DuixSettings
 from duixwatch.sim import Simulator, serve
 
 WIRES = ["aiohttp", "httpx"]

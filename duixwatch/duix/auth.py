@@ -17,7 +17,7 @@ from datetime import datetime
 import jwt
 from pydantic import SecretStr
 
-from duixwatch import errors, models
+from duixwatch.core import errors, models
 
 __all__ = ["TokenCache", "mint_token"]
 

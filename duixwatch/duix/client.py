@@ -30,8 +30,10 @@ import anyio
 import httpx
 import sniffio
 
-from duixwatch import __version__, errors, models, settings
-from duixwatch.clock import Clock
+from duixwatch import __version__
+from duixwatch.config import settings
+from duixwatch.core import errors, models
+from duixwatch.core.clock import Clock
 from duixwatch.duix import parse, wire
 from duixwatch.duix.auth import TokenCache
 

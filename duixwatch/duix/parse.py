@@ -24,7 +24,8 @@ from typing import Any
 
 import pydantic
 
-from duixwatch import errors, models, settings
+from duixwatch.config import settings
+from duixwatch.core import errors, models
 
 __all__ = [
     "AUTH_CODES",

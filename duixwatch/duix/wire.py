@@ -31,7 +31,7 @@ import aiohttp
 import certifi
 import httpx
 
-from duixwatch import errors
+from duixwatch.core import errors
 
 __all__ = ["AiohttpWire", "HttpxWire", "Wire", "WireResponse", "ca_context", "env_proxy"]
 

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from duixwatch import clock as clock_mod
+from duixwatch.core import clock as clock_mod
 from duixwatch.sim import dialog, model, shapes
 
 __all__ = ["CONVERSATION_PATH", "PREFIX", "Hangs", "create_app"]

@@ -24,8 +24,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jwt
 import pydantic
 
-from duixwatch import clock as clock_mod
-from duixwatch import models
+from duixwatch.core import clock as clock_mod
+from duixwatch.core import models
 from duixwatch.sim import documents, shapes
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import anyio
 from anyio.abc import TaskStatus
 
-from duixwatch import asgi
+from duixwatch.http import serve as asgi
 from duixwatch.sim import app as app_mod
 from duixwatch.sim import model
 

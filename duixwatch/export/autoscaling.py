@@ -26,7 +26,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from duixwatch import models, settings
+from duixwatch.config import settings
+from duixwatch.core import models
 
 __all__ = [
     "Stabilizer",

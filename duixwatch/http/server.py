@@ -24,8 +24,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from duixwatch import models, policy
-from duixwatch.clock import Clock
+from duixwatch.core import models
+from duixwatch.core.clock import Clock
+from duixwatch.policy import evaluate as policy
 
 __all__ = [
     "DaemonView",

@@ -37,7 +37,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
-from duixwatch import models, settings
+from duixwatch.config import settings
+from duixwatch.core import models
 
 __all__ = [
     "Abort",

@@ -37,7 +37,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from duixwatch import __version__
-from duixwatch.clock import Clock
+from duixwatch.core.clock import Clock
 
 __all__ = [
     "MAX_RETRY_AFTER_SECONDS",

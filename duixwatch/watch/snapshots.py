@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from duixwatch import models
+from duixwatch.core import models
 
 __all__ = ["SnapshotStore"]
 

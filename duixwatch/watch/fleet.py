@@ -39,10 +39,11 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from duixwatch import errors, models, settings
-from duixwatch.clock import Clock
+from duixwatch.config import settings
+from duixwatch.core import errors, models
+from duixwatch.core.clock import Clock
 from duixwatch.duix import DuixClient
-from duixwatch.store import SnapshotStore
+from duixwatch.watch.snapshots import SnapshotStore
 
 __all__ = ["AppLoop", "Fleet", "PollErrorHook", "poll_once"]
 

@@ -29,14 +29,18 @@ import yaml
 from anyio.abc import TaskGroup
 from pydantic import SecretStr, ValidationError
 
-from duixwatch import __version__, errors, logs, models, policy, settings, state
+from duixwatch import __version__
 from duixwatch import sim as simulator
-from duixwatch.clock import SystemClock
+from duixwatch.config import settings
+from duixwatch.core import errors, logs, models
+from duixwatch.core.clock import SystemClock
 from duixwatch.daemon import Daemon
 from duixwatch.duix import DuixClient
 from duixwatch.duix.auth import mint_token
-from duixwatch.server import policy_plan_status, snapshot_status
-from duixwatch.watcher import FirstSeen, MemoryFirstSeen, poll_once
+from duixwatch.http.server import policy_plan_status, snapshot_status
+from duixwatch.policy import evaluate as policy
+from duixwatch.watch import state
+from duixwatch.watch.fleet import FirstSeen, MemoryFirstSeen, poll_once
 
 __all__ = ["main"]
 

@@ -64,12 +64,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from duixwatch import errors, exposition, models
-from duixwatch.clock import Clock
-from duixwatch.exposition import SMALL_MAX as _SMALL_MAX
-from duixwatch.exposition import SMALL_NUMBERS as _SMALL
-from duixwatch.exposition import Family, escape_label_value, number
-from duixwatch.exposition import go_number as _go
+from duixwatch.core import errors, models
+from duixwatch.core.clock import Clock
+from duixwatch.export import exposition
+from duixwatch.export.exposition import SMALL_MAX as _SMALL_MAX
+from duixwatch.export.exposition import SMALL_NUMBERS as _SMALL
+from duixwatch.export.exposition import Family, escape_label_value, number
+from duixwatch.export.exposition import go_number as _go
 
 __all__ = [
     "API_REQUEST_DURATION_BUCKETS",

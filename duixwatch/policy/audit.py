@@ -51,8 +51,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, get_args
 
-from duixwatch import clock as clock_mod
-from duixwatch import errors
+from duixwatch.core import clock as clock_mod
+from duixwatch.core import errors
 
 __all__ = [
     "AUDIT_FILENAME",

@@ -69,7 +69,7 @@ from pydantic import (
     model_validator,
 )
 
-from duixwatch import errors, models
+from duixwatch.core import errors, models
 
 __all__ = [
     "DEFAULT_BASE_URL",

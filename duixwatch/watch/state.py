@@ -41,7 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, TypeVar
 
-from duixwatch import errors
+from duixwatch.core import errors
 
 __all__ = ["DB_FILENAME", "SCHEMA_VERSION", "StateError", "StateStore"]
 

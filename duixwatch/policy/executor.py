@@ -30,9 +30,13 @@ from typing import Any
 import anyio
 import structlog
 
-from duixwatch import audit, errors, metrics, models, notify, policy, settings
-from duixwatch.clock import Clock
+from duixwatch.config import settings
+from duixwatch.core import errors, models
+from duixwatch.core.clock import Clock
 from duixwatch.duix import DuixClient
+from duixwatch.export import metrics
+from duixwatch.policy import audit, notify
+from duixwatch.policy import evaluate as policy
 
 __all__ = ["Executor"]
 
