@@ -1,9 +1,10 @@
 """Wiring: one anyio task group holding the poll loops, the HTTP surface and the signal handler.
 
-Data flows one way (design.md §3): settings -> fleet of poll loops -> DUIX client -> snapshot
-store -> (metrics, /status). This module builds those collaborators (or takes them injected:
-``clock``, ``registry``, ``transport``), starts every task with ``await tg.start(...)`` so that
-"started" means listening and polling, and owns the lifecycle:
+Data flows one way (design.md §3): config -> fleet of poll loops -> DUIX client -> snapshot
+store -> (metrics, policy cycle -> executor -> DUIX client, audit) -> HTTP surface. This module
+builds those collaborators (or takes them injected: ``clock``, ``registry``, ``transport``),
+plugs them into each other, starts every task with ``await tg.start(...)`` so that "started"
+means listening and polling, and owns the lifecycle:
 
 * SIGHUP, or a changed file with ``daemon.watch_config_seconds`` > 0, reloads: the new file is
   validated first; on any error the old configuration keeps running and
@@ -27,26 +28,30 @@ import signal
 import socket
 import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
+import anyio.to_thread
 import structlog
 from anyio.abc import TaskStatus
-from prometheus_client import CollectorRegistry
 
 from duixwatch import __version__
-from duixwatch.config import settings
+from duixwatch.config import AppConfig, Config, ShardingSettings, load_config, mask
+from duixwatch.config.sharding import owned_apps
 from duixwatch.core import errors, models
 from duixwatch.core.clock import Clock
-from duixwatch.duix import DuixClient
-from duixwatch.export import autoscaling as scale
-from duixwatch.export import metrics
-from duixwatch.http import serve as asgi
-from duixwatch.http import server
-from duixwatch.policy import audit, executor, notify
-from duixwatch.policy import evaluate as policy
+from duixwatch.duix import DuixClient, Transport
+from duixwatch.duix.webhook import WebhookPoster
+from duixwatch.export import status
+from duixwatch.export.autoscaling import ScalingReading, TargetScaler
+from duixwatch.export.exposition import Registry
+from duixwatch.export.metrics import Metrics
+from duixwatch.http import serve, server
+from duixwatch.policy import audit, notify
+from duixwatch.policy.cycle import PolicyCycle
+from duixwatch.policy.executor import Executor
 from duixwatch.watch import state
 from duixwatch.watch.fleet import Fleet
 from duixwatch.watch.snapshots import SnapshotStore
@@ -54,9 +59,6 @@ from duixwatch.watch.snapshots import SnapshotStore
 __all__ = ["Daemon"]
 
 log = structlog.get_logger("duixwatch.daemon")
-
-#: Seconds between attempts to write queued first-seen changes after a failed write.
-STATE_RETRY_SECONDS = 5.0
 
 
 def sd_notify(message: str, environ: Mapping[str, str]) -> bool:
@@ -88,18 +90,18 @@ class Daemon:
 
     def __init__(
         self,
-        config: settings.Config,
+        config: Config,
         config_path: Path,
         *,
         clock: Clock,
-        registry: CollectorRegistry | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        notify_transport: httpx.AsyncBaseTransport | None = None,
+        registry: Registry | None = None,
+        transport: Transport | None = None,
+        notify_transport: Transport | None = None,
         environ: Mapping[str, str] | None = None,
         rng: random.Random | None = None,
         handle_signals: bool = True,
         watch_config_seconds: float | None = None,
-        sharding: settings.ShardingSettings | None = None,
+        sharding: ShardingSettings | None = None,
     ) -> None:
         self._sharding_override = sharding
         self._watch_override = watch_config_seconds
@@ -110,22 +112,24 @@ class Daemon:
         self._process_env: Mapping[str, str] = environ if environ is not None else os.environ
         self._full_config = config
         self._config, self._shard = self._effective(config)
-        self._scaler = scale.TargetScaler()
+        self._scaler = TargetScaler()
         self._handle_signals = handle_signals
         self._store = SnapshotStore()
-        registry = registry if registry is not None else CollectorRegistry()
-        self._metrics = metrics.Metrics(
-            registry,
+        self._notifier = notify.Notifier(
+            clock=clock, poster=WebhookPoster(clock=clock, transport=notify_transport)
+        )
+        self._metrics = Metrics(
+            registry if registry is not None else Registry(),
             snapshots=self._store.all,
             clock=clock,
             version=__version__,
             scaling=lambda: tuple(self._scaler.readings.values()),
+            notifications=lambda: self._notifier,
         )
         self._state = state.StateStore(config.state.dir)
-        self._audit = audit.AuditLog(config.state.dir / "audit.jsonl", clock=clock)
-        self._notifier = notify.Notifier(clock=clock, transport=notify_transport)
+        self._audit = audit.AuditLog(config.state.dir / audit.AUDIT_FILENAME, clock=clock)
         self._client = self._new_client(config)
-        self._executor = executor.Executor(
+        self._executor = Executor(
             self._client,
             clock=clock,
             audit_log=self._audit,
@@ -134,14 +138,14 @@ class Daemon:
             max_stops_per_second=config.enforcement.max_stops_per_second,
             request_timeout_seconds=config.duix.request_timeout_seconds,
         )
-        self._last_plans: dict[str, policy.Plan] = {}
+        self._cycle = PolicyCycle(clocks=self._state, clock=clock, executor=self._executor)
         self._fleet = Fleet(
             self._store,
             clock=clock,
             rng=rng or random.Random(),
             on_poll_error=self._metrics.poll_failed,
             first_seen=self._state,
-            after_poll=self._policy_cycle,
+            after_poll=self._after_poll,
         )
         self._fingerprint = _fingerprint(config_path)
         self._started_at = clock.now()
@@ -175,22 +179,22 @@ class Daemon:
             "apps_owned": len(self._config.apps),
             "shard": {"index": self._shard[0], "count": self._shard[1]},
             "policies": [
-                server.policy_plan_status(p, plan.at)
-                for plan in self._last_plans.values()
+                status.policy_plan_status(p, plan.at)
+                for plan in self._cycle.last_plans.values()
                 for p in plan.policies
             ],
-            "recent_actions": [server.action_status(r) for r in reversed(self._executor.recent)],
+            "recent_actions": [status.action_status(r) for r in reversed(self._executor.recent)],
         }
 
-    def scaling(self, target: str) -> models.ScalingReading | None:
+    def scaling(self, target: str) -> ScalingReading | None:
         """The target's latest reading (``None``: no such target)."""
         return self._scaler.readings.get(target)
 
-    def _effective(self, config: settings.Config) -> tuple[settings.Config, tuple[int, int]]:
+    def _effective(self, config: Config) -> tuple[Config, tuple[int, int]]:
         """The config this replica runs: only the apps its shard owns (raises ConfigError)."""
         sharding = self._sharding_override or config.sharding
         index = sharding.resolve(self._process_env)
-        owned = scale.owned_apps(config.apps, index=index, count=sharding.count)
+        owned = owned_apps(config.apps, index=index, count=sharding.count)
         return config.model_copy(update={"apps": owned}), (index, sharding.count)
 
     async def _scaling_loop(self) -> None:
@@ -206,36 +210,19 @@ class Daemon:
             )
             await self._clock.sleep(config.scaling.evaluation_interval_seconds)
 
-    # ------------------------------------------------------------------ policies
-
-    async def _policy_cycle(self, app: settings.AppConfig, snapshot: models.AppSnapshot) -> None:
-        """Evaluate the policies that select ``app`` on its new snapshot and act on the plan."""
+    async def _after_poll(self, app: AppConfig, snapshot: models.AppSnapshot) -> None:
+        """The policy cycle on the APP's new snapshot, under the config in force now."""
         config = self._config
-        policies = [p for p in config.policies if p.selects(app)]
-        if not policies:
-            self._last_plans.pop(app.name, None)
-            return
-        over = {p.name: self._state.over_since(app.app_id, p.name) for p in policies}
-        now = self._clock.now()
-        plan = policy.evaluate(
-            policies,
+        await self._cycle.run(
             app,
             snapshot,
-            now=now,
+            policies=config.policies,
             enforcement_enabled=config.enforcement.enabled,
-            over_since=over,
-        )
-        for pplan in plan.policies:
-            if pplan.over_since != over.get(pplan.policy):
-                self._state.set_over_since(app.app_id, pplan.policy, pplan.over_since)
-        self._last_plans[app.name] = plan
-        await self._executor.execute(
-            plan, app, {p.name: p for p in policies}, cycle=audit.new_cycle_id(now)
         )
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _new_client(self, config: settings.Config) -> DuixClient:
+    def _new_client(self, config: Config) -> DuixClient:
         return DuixClient(
             config.duix,
             clock=self._clock,
@@ -244,7 +231,7 @@ class Daemon:
         )
 
     @property
-    def config(self) -> settings.Config:
+    def config(self) -> Config:
         """The configuration in force."""
         return self._config
 
@@ -256,7 +243,7 @@ class Daemon:
             "starting",
             version=__version__,
             config_file=str(self._path),
-            config=settings.mask(config),
+            config=mask(config),
         )
         app = server.create_app(render=self._metrics.render_chunks, view=self, clock=self._clock)
         try:
@@ -268,8 +255,8 @@ class Daemon:
                 await tg.start(self._fleet.run)
                 await self._fleet.apply(config.apps, self._client, config.daemon)
                 tg.start_soon(self._scaling_loop)
-                tg.start_soon(self._state_writer)
-                self.port = await tg.start(asgi.serve, app, config.server.host, config.server.port)
+                tg.start_soon(partial(self._state.write_behind, clock=self._clock))
+                self.port = await tg.start(serve.serve, app, config.server.host, config.server.port)
                 if self._watch_interval() > 0:
                     tg.start_soon(self._watch_config)
                 log.info("listening", address=f"{config.server.host}:{self.port}")
@@ -283,36 +270,8 @@ class Daemon:
             try:
                 self._state.close()  # writes what is still queued
             except state.StateError as exc:
-                self._state_write_failed(exc)
+                self._state.log_write_failure(exc)
             log.info("stopped")
-
-    async def _state_writer(self) -> None:
-        """Writes queued first-seen changes in a worker thread as soon as there are any.
-
-        Changes queued while a write is under way go into the next one, so the writes group
-        themselves (one transaction, one fsync, for however many polls changed something).
-        A failed write (disk full, I/O error) is logged and retried every few seconds; the
-        changes stay queued meanwhile and the daemon keeps polling from memory.
-        """
-        wake = anyio.Event()
-
-        def queued() -> None:  # first_seen() runs on the event loop's thread
-            wake.set()
-
-        self._state.on_pending = queued
-        while True:
-            await wake.wait()
-            wake = anyio.Event()
-            try:
-                await anyio.to_thread.run_sync(self._state.flush)
-            except state.StateError as exc:
-                self._state_write_failed(exc)
-                await self._clock.sleep(STATE_RETRY_SECONDS)
-                wake.set()
-
-    def _state_write_failed(self, exc: state.StateError) -> None:
-        pending = self._state.pending_writes
-        log.error("state_write_failed", error=str(exc), pending=pending)
 
     def stop(self) -> None:
         """Stop scheduling and shut down (what SIGTERM does)."""
@@ -359,7 +318,7 @@ class Daemon:
         self._fingerprint = await anyio.to_thread.run_sync(_fingerprint, self._path)
         try:
             full = await anyio.to_thread.run_sync(
-                lambda: settings.load_config(self._path, environ=self._environ)
+                lambda: load_config(self._path, environ=self._environ)
             )
             new, shard = self._effective(full)
         except errors.ConfigError as exc:
@@ -399,8 +358,7 @@ class Daemon:
         await self._fleet.apply(new.apps, self._client, new.daemon)
         self._state.forget_apps(a.app_id for a in new.apps)
         self._state.forget_policies(p.name for p in new.policies)
-        for name in set(self._last_plans) - {a.name for a in new.apps}:
-            del self._last_plans[name]
+        self._cycle.forget_apps({a.name for a in new.apps})
         if self._client is not old_client:
             await old_client.aclose()
         self._last_reload = {"ok": True, "at": self._clock.now().isoformat()}
@@ -413,7 +371,7 @@ class Daemon:
         )
         return True
 
-    def _publish_config(self, config: settings.Config) -> None:
+    def _publish_config(self, config: Config) -> None:
         self._metrics.set_apps(app.name for app in config.apps)
         index, count = self._shard
         self._metrics.set_sharding(index=index, count=count, owned=len(config.apps))

@@ -13,13 +13,13 @@ import anyio
 import httpx
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from duixwatch.config import settings
+from duixwatch import config as settings
+from duixwatch.config import sharding
 from duixwatch.core.clock import SystemClock
 from duixwatch.daemon import Daemon
-from duixwatch.export import autoscaling as scale
+from duixwatch.export.exposition import Registry
 from duixwatch.sim import Simulator, create_app
 
 WAIT_SECONDS = 10
@@ -55,7 +55,7 @@ async def running(
         config,
         config_path,
         clock=SystemClock(),
-        registry=CollectorRegistry(),
+        registry=Registry(),
         transport=httpx.ASGITransport(app=create_app(sim)),
         environ=environ,
         handle_signals=False,
@@ -286,7 +286,7 @@ async def test_the_keda_endpoint_serves_fresh_numbers_and_503_when_an_app_fails(
 
 async def test_a_shard_polls_only_the_apps_it_owns(sim: Simulator, tmp_path: Path) -> None:
     path = write_config(tmp_path / "c.yaml", sim, sharding={"index": 1, "count": 2})
-    owned = {a.name for a in sim.apps if scale.shard_of(a.app_id, 2) == 1}
+    owned = {a.name for a in sim.apps if sharding.shard_of(a.app_id, 2) == 1}
     assert 0 < len(owned) < len(sim.apps)  # the seed gives a real split
     async with running(sim, path) as (_daemon, http):
         await wait_for(http, "/readyz")

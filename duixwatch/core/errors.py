@@ -5,7 +5,6 @@ narrowest class they can act on::
 
     DuixwatchError
     ├── ConfigError                 bad config file, flag or env value (exit code 2)
-    │   └── PolicyError             a policy that fails validation
     ├── AuthError                   we cannot mint a token (no appKey, empty appKey …)
     ├── ResponseParseError          a payload that does not have the shape we understand
     └── ApiError                    DUIX (or the network in front of it) said no
@@ -24,7 +23,8 @@ query string), HTTP status, envelope code, the envelope message and at most 256 
 the body, which the client takes from the response (DUIX never echoes the token header).
 
 ``ApiError.reason`` is the short, bounded word used as the ``reason`` label of
-``duixwatch_poll_errors_total``.
+``duixwatch_poll_errors_total``; :data:`Reason` lists every word that label takes, including
+``internal`` (a poll that crashed: a bug in duixwatch, not a platform failure).
 """
 
 from __future__ import annotations
@@ -45,14 +45,15 @@ __all__ = [
     "AuthError",
     "ConfigError",
     "DuixwatchError",
-    "PolicyError",
     "Reason",
     "ResponseParseError",
 ]
 
 BODY_EXCERPT_CHARS = 256
 
-Reason = Literal["auth", "quota", "server", "client", "timeout", "transport", "malformed"]
+Reason = Literal[
+    "auth", "quota", "server", "client", "timeout", "transport", "malformed", "internal"
+]
 
 
 class DuixwatchError(Exception):
@@ -65,10 +66,6 @@ class ConfigError(DuixwatchError):
     def __init__(self, message: str, *, location: str | None = None) -> None:
         self.location = location
         super().__init__(f"{location}: {message}" if location else message)
-
-
-class PolicyError(ConfigError):
-    """A policy that cannot be loaded or would be unsafe to run."""
 
 
 class AuthError(DuixwatchError):

@@ -1,11 +1,8 @@
-"""Frozen domain types shared by every layer.
+"""Frozen values shared by every layer: credentials, live numbers, sessions, snapshots.
 
-Two families:
-
-* small ``dataclass(frozen=True, slots=True)`` values for what the daemon handles in bulk
-  (sessions, concurrency numbers): cheap to build by the hundred thousand;
-* frozen pydantic models for the large, nested documents DUIX returns (a conversation, an
-  avatar), which keep every field the platform sent (``extra="allow"``) so nothing is lost.
+Small ``dataclass(frozen=True, slots=True)`` values, because the daemon handles them in bulk:
+cheap to build by the hundred thousand. The platform's large nested documents (a
+conversation, an avatar) are pydantic models in :mod:`duixwatch.core.documents`.
 
 All DUIX ids are 19-digit Java longs: they are ``str`` everywhere, never ``int``.
 """
@@ -13,32 +10,20 @@ All DUIX ids are 19-digit Java longs: they are ``str`` everywhere, never ``int``
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr
-from pydantic.alias_generators import to_camel
+from pydantic import SecretStr
 
 __all__ = [
-    "ActionRecord",
     "AgeSummary",
     "AppCredentials",
     "AppSnapshot",
-    "Avatar",
-    "AvatarCreated",
-    "AvatarSpec",
-    "AvatarStatus",
     "CloseAllResult",
     "Concurrency",
-    "Conversation",
-    "ConversationBackground",
-    "ConversationDetail",
-    "ConversationScript",
     "PollError",
-    "ScalingApp",
-    "ScalingReading",
     "Session",
     "SessionList",
     "StopOutcome",
@@ -227,9 +212,8 @@ class CloseAllResult:
 class PollError:
     """Why the last poll of an APP failed.
 
-    ``reason`` is one of the bounded words of :data:`duixwatch.errors.Reason` (auth, quota,
-    server, client, timeout, transport, malformed); ``message`` is the error's text (which never
-    holds a key or token).
+    ``reason`` is one of the bounded words of :data:`duixwatch.core.errors.Reason`;
+    ``message`` is the error's text (which never holds a key or token).
     """
 
     reason: str
@@ -275,176 +259,37 @@ class AppSnapshot:
             return False
         return (now - self.fetched_at).total_seconds() <= self.stale_after_seconds
 
+    def failed(
+        self, error: PollError, *, attempt_at: datetime, poll_interval_seconds: float
+    ) -> AppSnapshot:
+        """The snapshot after a failed poll: the last good data kept, the error set."""
+        return replace(
+            self,
+            error=error,
+            last_attempt_at=attempt_at,
+            consecutive_failures=self.consecutive_failures + 1,
+            polls=self.polls + 1,
+            poll_interval_seconds=poll_interval_seconds,
+        )
 
-@dataclass(frozen=True, slots=True)
-class ActionRecord:
-    """One action a policy took (or, as a dry run, would have taken), for ``/status``.
-
-    ``outcome`` is ``stopped``, ``already_closed``, ``failed`` or ``dry_run``.
-    """
-
-    at: datetime
-    cycle: str
-    policy: str
-    app: str
-    app_id: str
-    action: str
-    session_id: str | None
-    outcome: str
-    reason: str
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ScalingApp:
-    """One app's part of a scaling target's reading."""
-
-    app: str
-    fresh: bool
-    sessions: int | None
-    #: ``session_list`` (the list's length) or ``user_concurrent_number`` (list not polled).
-    source: str | None
-    last_success_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class ScalingReading:
-    """An autoscaling target's latest numbers; ``sessions`` and the replica counts are ``None``
-    unless every app of the target is fresh (then the autoscaler must fall back)."""
-
-    target: str
-    fresh: bool
-    sessions: int | None
-    raw_desired_replicas: int | None
-    desired_replicas: int | None
-    sessions_per_replica: float
-    min_replicas: int
-    max_replicas: int
-    computed_at: datetime
-    apps: tuple[ScalingApp, ...] = ()
-
-
-# --------------------------------------------------------------------------- wire documents
-
-
-def _id_to_str(value: Any) -> Any:
-    """Ids arrive as numbers or strings; keep them as strings (19-digit longs lose precision
-    in JavaScript and in float)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return str(value)
-    return value
-
-
-Id = Annotated[str, BeforeValidator(_id_to_str)]
-
-
-class _Wire(BaseModel):
-    """A DUIX JSON document: camelCase on the wire, snake_case here, extra fields kept."""
-
-    model_config = ConfigDict(
-        frozen=True,
-        extra="allow",
-        populate_by_name=True,
-        alias_generator=to_camel,
-    )
-
-
-class ConversationBackground(_Wire):
-    """``detailDto.backgroundDto``."""
-
-    id: Id | None = None
-    background_code: Id | None = None
-    background_name: str | None = None
-    background_url: str | None = None
-    file_type: int | None = None
-    proportion: str | None = None
-
-
-class ConversationDetail(_Wire):
-    """``detailDto``: model, background and TTS of a conversation."""
-
-    id: Id | None = None
-    conversation_id: Id | None = None
-    model_id: Id | None = None
-    model_name: str | None = None
-    #: "0" cloud digital human, "1" local digital human (documented as a string).
-    model_id_type: Id | None = None
-    local_model_info: Mapping[str, Any] | None = None
-    background_dto: ConversationBackground | None = None
-    tts_id: Id | None = None
-    tts_name: str | None = None
-    tts_speaker: str | None = None
-    proportion: str | None = None
-
-
-class ConversationScript(_Wire):
-    """One entry of ``scriptDtoList``: a front-end phrase of the conversation."""
-
-    id: Id | None = None
-    conversation_id: Id | None = None
-    #: 0 wake-up word, 1 opening line, 2 waiting phrase, 3 unknown question, 4 farewell,
-    #: 5 interruption phrase, 6 interruption sentence, 7 guiding phrase.
-    script_type: Id | None = None
-    script_content: str | None = None
-    tts_content: str | None = None
-    emotion: str | None = None
-
-
-class Conversation(_Wire):
-    """``getConversationById`` ``data``."""
-
-    id: Id
-    conversation_name: str | None = None
-    language: str | None = None
-    corp_id: Id | None = None
-    user_id: Id | None = None
-    max_conversation: int | None = None
-    detail_dto: ConversationDetail | None = None
-    script_dto_list: tuple[ConversationScript, ...] = ()
-
-
-class AvatarSpec(_Wire):
-    """The body of ``createAvatar``."""
-
-    #: 1 training with a video, 2 training with a photo.
-    custom_type: Literal[1, 2]
-    avatar_name: str
-    gender: Literal["male", "female", "other"] | None = None
-    profile: str | None = None
-    template_video: str | None = None
-    cover_url: str | None = None
-    audio_url: str | None = None
-    tts_speaker: str | None = None
-    video_start: float | None = None
-    video_end: float | None = None
-    audio_start: float | None = None
-    audio_end: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AvatarCreated:
-    """``createAvatar`` succeeded: query the avatar with ``avatar_id``."""
-
-    avatar_id: str
-
-
-AvatarStatus = Literal["training", "success", "failed", "unknown"]
-
-
-@dataclass(frozen=True, slots=True)
-class Avatar:
-    """``queryAvatar``.
-
-    ``status`` is normalised: the seed documents ``customizedStatus`` (0 training, 1 success,
-    2 failed); newer public docs show ``status`` (0 training, 1 failed, 2 success). The raw
-    number is kept in ``status_code``.
-    """
-
-    avatar_id: str
-    name: str | None
-    status: AvatarStatus
-    status_code: int | None
-    reason: str | None
-    default_conversation_id: str | None
+    def succeeded(
+        self,
+        *,
+        fetched_at: datetime,
+        concurrency: Concurrency,
+        sessions: SessionList | None,
+        attempt_at: datetime,
+        poll_interval_seconds: float,
+    ) -> AppSnapshot:
+        """The snapshot after a successful poll: new data, the error cleared."""
+        return replace(
+            self,
+            fetched_at=fetched_at,
+            concurrency=concurrency,
+            sessions=sessions,
+            error=None,
+            last_attempt_at=attempt_at,
+            consecutive_failures=0,
+            polls=self.polls + 1,
+            poll_interval_seconds=poll_interval_seconds,
+        )

@@ -31,8 +31,8 @@ import httpx
 import sniffio
 
 from duixwatch import __version__
-from duixwatch.config import settings
-from duixwatch.core import errors, models
+from duixwatch.config import DuixSettings
+from duixwatch.core import documents, errors, models
 from duixwatch.core.clock import Clock
 from duixwatch.duix import parse, wire
 from duixwatch.duix.auth import TokenCache
@@ -80,13 +80,13 @@ class DuixClient:
 
     Use as an async context manager (or call :meth:`aclose`)::
 
-        async with DuixClient(settings.DuixSettings(), clock=SystemClock()) as client:
+        async with DuixClient(DuixSettings(), clock=SystemClock()) as client:
             numbers = await client.concurrency(credentials)
     """
 
     def __init__(
         self,
-        config: settings.DuixSettings,
+        config: DuixSettings,
         *,
         clock: Clock,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -198,7 +198,7 @@ class DuixClient:
 
     async def conversation(
         self, app: models.AppCredentials, conversation_id: str
-    ) -> models.Conversation:
+    ) -> documents.Conversation:
         """A conversation's configuration (``getConversationById``)."""
         data = await self._call(
             app, "getConversationById", params={"conversationId": conversation_id}
@@ -206,14 +206,14 @@ class DuixClient:
         return self._parsed("getConversationById", parse.parse_conversation, data)
 
     async def create_avatar(
-        self, app: models.AppCredentials, spec: models.AvatarSpec
-    ) -> models.AvatarCreated:
+        self, app: models.AppCredentials, spec: documents.AvatarSpec
+    ) -> documents.AvatarCreated:
         """Start training an avatar (``createAvatar``). Not retried: it creates something."""
         body = spec.model_dump(by_alias=True, exclude_none=True)
         data = await self._call(app, "createAvatar", method="POST", json_body=body, write=True)
         return self._parsed("createAvatar", parse.parse_avatar_created, data)
 
-    async def query_avatar(self, app: models.AppCredentials, avatar_id: str) -> models.Avatar:
+    async def query_avatar(self, app: models.AppCredentials, avatar_id: str) -> documents.Avatar:
         """An avatar's training status (``queryAvatar``)."""
         data = await self._call(app, "queryAvatar", params={"id": avatar_id})
         return self._parsed(

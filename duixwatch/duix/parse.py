@@ -7,7 +7,7 @@ property tests.
   ``"0"``, ``"200"``, ``""``) and otherwise raises the error chosen by :func:`error_for`, the one
   place where HTTP statuses and envelope codes become exception classes (table beside it).
 * :func:`parse_session_list` reads the undocumented ``getconcurrentList`` payload in every shape
-  design.md §2 lists, or as an explicit :class:`~duixwatch.settings.SessionListMapping` says.
+  design.md §2 lists, or as an explicit :class:`~duixwatch.SessionListMapping` says.
 * :func:`parse_timestamp` understands epoch seconds or milliseconds (numbers or numeric strings),
   ISO-8601, and ``yyyy-MM-dd HH:mm:ss`` without zone (read in the configured zone).
 """
@@ -24,8 +24,8 @@ from typing import Any
 
 import pydantic
 
-from duixwatch.config import settings
-from duixwatch.core import errors, models
+from duixwatch.config import SessionListMapping
+from duixwatch.core import documents, errors, models
 
 __all__ = [
     "AUTH_CODES",
@@ -324,7 +324,7 @@ def _first_present(item: Mapping[str, Any], keys: Sequence[str]) -> str | None:
 
 
 def parse_session_list(
-    data: Any, *, mapping: settings.SessionListMapping, zone: tzinfo
+    data: Any, *, mapping: SessionListMapping, zone: tzinfo
 ) -> models.SessionList:
     """Sessions from a ``getconcurrentList`` ``data`` value (see the module docstring).
 
@@ -388,10 +388,10 @@ def parse_concurrency(data: Any) -> models.Concurrency:
     )
 
 
-def parse_conversation(data: Any) -> models.Conversation:
+def parse_conversation(data: Any) -> documents.Conversation:
     """``getConversationById`` ``data``, every field kept."""
     try:
-        return models.Conversation.model_validate(data)
+        return documents.Conversation.model_validate(data)
     except pydantic.ValidationError as exc:
         where = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors()[:5])
         raise errors.ResponseParseError(
@@ -399,7 +399,7 @@ def parse_conversation(data: Any) -> models.Conversation:
         ) from None
 
 
-def parse_avatar_created(data: Any) -> models.AvatarCreated:
+def parse_avatar_created(data: Any) -> documents.AvatarCreated:
     """``createAvatar`` ``data``: ``{"id": …}`` (seed) or ``{"taskId": …}`` (newer docs)."""
     if isinstance(data, Mapping):
         avatar_id = _as_id(data.get("id", data.get("taskId")))
@@ -407,14 +407,14 @@ def parse_avatar_created(data: Any) -> models.AvatarCreated:
         avatar_id = _as_id(data)
     if avatar_id is None:
         raise errors.ResponseParseError("createAvatar: no avatar id", shape=describe_shape(data))
-    return models.AvatarCreated(avatar_id=avatar_id)
+    return documents.AvatarCreated(avatar_id=avatar_id)
 
 
-_SEED_STATUS: dict[int, models.AvatarStatus] = {0: "training", 1: "success", 2: "failed"}
-_NEWER_STATUS: dict[int, models.AvatarStatus] = {0: "training", 1: "failed", 2: "success"}
+_SEED_STATUS: dict[int, documents.AvatarStatus] = {0: "training", 1: "success", 2: "failed"}
+_NEWER_STATUS: dict[int, documents.AvatarStatus] = {0: "training", 1: "failed", 2: "success"}
 
 
-def parse_avatar(data: Any, *, requested_id: str) -> models.Avatar:
+def parse_avatar(data: Any, *, requested_id: str) -> documents.Avatar:
     """``queryAvatar`` ``data``, status normalised (seed's ``customizedStatus`` wins)."""
     if not isinstance(data, Mapping):
         raise errors.ResponseParseError("queryAvatar: data is not an object", shape="?")
@@ -423,10 +423,10 @@ def parse_avatar(data: Any, *, requested_id: str) -> models.Avatar:
     else:
         table, raw = _NEWER_STATUS, data.get("status")
     code = int(raw) if isinstance(raw, int | str) and str(raw).lstrip("-").isdigit() else None
-    status: models.AvatarStatus = table.get(code, "unknown") if code is not None else "unknown"
+    status: documents.AvatarStatus = table.get(code, "unknown") if code is not None else "unknown"
     name = data.get("customizedName", data.get("name"))
     reason = data.get("reason")
-    return models.Avatar(
+    return documents.Avatar(
         avatar_id=_as_id(data.get("id", data.get("taskId"))) or requested_id,
         name=name if isinstance(name, str) else None,
         status=status,

@@ -14,7 +14,7 @@ ApiUnavailable` (no httpx or aiohttp exception leaves this module). Two implemen
 Both keep one connection pool of ``max_in_flight`` connections, send the same headers, use the
 same CA bundle (``SSL_CERT_FILE`` / ``SSL_CERT_DIR``, else certifi's, as httpx does) and honour
 the ``*_PROXY`` / ``NO_PROXY`` variables (read at start: restart to change them).
-``tests/test_wire.py`` runs the same contract against both, over loopback.
+``tests/duix/test_wire.py`` runs the same contract against both, over loopback.
 """
 
 from __future__ import annotations

@@ -1,54 +1,66 @@
-"""Scaling out, both ways: autoscaling signals for the customer's backends, and sharding the
-apps across duixwatch replicas. Pure functions and small state holders, no I/O.
+"""Autoscaling signals: the live sessions of some apps turned into a replica count for the
+customer's own backends (``scaling.targets[]``). Pure computation and small state, no I/O.
 
-**Autoscaling.** A target (``scaling.targets[]``) sums the live sessions of its apps — the
-length of an app's session list, or ``userConcurrentNumber`` for an app whose list is not
-polled — and turns it into a replica count for the customer's backend:
-``ceil(sessions / sessions_per_replica)`` within ``[min_replicas, max_replicas]``. Scaling up
-follows at once; scaling down follows only the highest count recommended during the last
-``scale_down_stabilization_seconds`` (the HPA's scale-down stabilization window), so a dip does
-not drop replicas that are needed again a minute later. When any of the target's apps is stale
-or failing the target is not fresh: it has no numbers (the metrics are absent and the KEDA
-endpoint answers 503) so that the autoscaler falls back instead of scaling to zero during an
-outage.
+A target sums the live sessions of its apps — the length of an app's session list, or
+``userConcurrentNumber`` for an app whose list is not polled — and turns it into a replica
+count: ``ceil(sessions / sessions_per_replica)`` within ``[min_replicas, max_replicas]``.
+Scaling up follows at once; scaling down follows only the highest count recommended during the
+last ``scale_down_stabilization_seconds`` (the HPA's scale-down stabilization window), so a dip
+does not drop replicas that are needed again a minute later. When any of the target's apps is
+stale or failing the target is not fresh: it has no numbers (the metrics are absent and the
+KEDA endpoint answers 503) so that the autoscaler falls back instead of scaling to zero during
+an outage.
 
-**Sharding.** Replica ``index`` of ``count`` owns the apps whose stable hash — the first 8 bytes
-of SHA-256 of the app_id, not Python's per-process ``hash()`` — modulo ``count`` is ``index``.
-Every replica computes the same split from the same config, so each app is polled (and acted on)
-by exactly one replica.
+Sharding the apps across duixwatch replicas is the config's (:mod:`duixwatch.config.sharding`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from duixwatch.config import settings
+from duixwatch.config import AppConfig, ScalingTarget
 from duixwatch.core import models
 
 __all__ = [
+    "ScalingApp",
+    "ScalingReading",
     "Stabilizer",
     "TargetScaler",
     "desired_replicas",
-    "owned_apps",
-    "shard_of",
 ]
 
 
-def shard_of(app_id: str, count: int) -> int:
-    """The shard (0 … count-1) that owns ``app_id``, the same in every process and release."""
-    digest = hashlib.sha256(app_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % count
+@dataclass(frozen=True, slots=True)
+class ScalingApp:
+    """One app's part of a scaling target's reading."""
+
+    app: str
+    fresh: bool
+    sessions: int | None
+    #: ``session_list`` (the list's length) or ``user_concurrent_number`` (list not polled).
+    source: str | None
+    last_success_at: datetime | None
 
 
-def owned_apps(
-    apps: Sequence[settings.AppConfig], *, index: int, count: int
-) -> tuple[settings.AppConfig, ...]:
-    """The apps replica ``index`` of ``count`` polls."""
-    return tuple(app for app in apps if shard_of(app.app_id, count) == index)
+@dataclass(frozen=True, slots=True)
+class ScalingReading:
+    """An autoscaling target's latest numbers; ``sessions`` and the replica counts are ``None``
+    unless every app of the target is fresh (then the autoscaler must fall back)."""
+
+    target: str
+    fresh: bool
+    sessions: int | None
+    raw_desired_replicas: int | None
+    desired_replicas: int | None
+    sessions_per_replica: float
+    min_replicas: int
+    max_replicas: int
+    computed_at: datetime
+    apps: tuple[ScalingApp, ...] = ()
 
 
 def desired_replicas(
@@ -80,19 +92,19 @@ class TargetScaler:
 
     def __init__(self) -> None:
         self._stabilizers: dict[str, Stabilizer] = {}
-        self.readings: dict[str, models.ScalingReading] = {}
+        self.readings: dict[str, ScalingReading] = {}
 
     def update(
         self,
-        targets: Sequence[settings.ScalingTarget],
-        apps: Sequence[settings.AppConfig],
+        targets: Sequence[ScalingTarget],
+        apps: Sequence[AppConfig],
         snapshots: Mapping[str, models.AppSnapshot],
         *,
         now: datetime,
         monotonic: float,
     ) -> None:
         """Recompute every target; targets no longer configured are forgotten."""
-        readings: dict[str, models.ScalingReading] = {}
+        readings: dict[str, ScalingReading] = {}
         for target in targets:
             stabilizer = self._stabilizers.get(target.name)
             if stabilizer is None or (
@@ -122,15 +134,15 @@ def _app_sessions(snapshot: models.AppSnapshot) -> tuple[int, str] | None:
 
 
 def _reading(
-    target: settings.ScalingTarget,
-    apps: Iterable[settings.AppConfig],
+    target: ScalingTarget,
+    apps: Iterable[AppConfig],
     snapshots: Mapping[str, models.AppSnapshot],
     *,
     now: datetime,
     monotonic: float,
     stabilizer: Stabilizer,
-) -> models.ScalingReading:
-    parts: list[models.ScalingApp] = []
+) -> ScalingReading:
+    parts: list[ScalingApp] = []
     total = 0
     fresh = True
     for app in apps:
@@ -141,7 +153,7 @@ def _reading(
         if counted is not None and app_fresh:
             total += counted[0]
         parts.append(
-            models.ScalingApp(
+            ScalingApp(
                 app=app.name,
                 fresh=app_fresh,
                 sessions=counted[0] if counted is not None and app_fresh else None,
@@ -159,7 +171,7 @@ def _reading(
             max_replicas=target.max_replicas,
         )
         desired = stabilizer.recommend(monotonic, raw)
-    return models.ScalingReading(
+    return ScalingReading(
         target=target.name,
         fresh=fresh,
         sessions=total if fresh else None,

@@ -8,14 +8,14 @@ themselves, with each app's label escaped once and the common numbers formatted 
 
 What they write must be exactly what prometheus_client would write for the same samples:
 the HELP/TYPE/UNIT lines come from prometheus_client itself (it encodes each family once,
-empty), and ``tests/test_exposition.py`` compares the two byte for byte, in both formats.
+empty), and ``tests/export/test_exposition.py`` compares the two byte for byte, in both formats.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, Protocol, cast
+from typing import Final, Literal, Protocol, cast, runtime_checkable
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -26,12 +26,15 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.openmetrics import exposition as _openmetrics
+from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 __all__ = [
     "SMALL_MAX",
     "SMALL_NUMBERS",
+    "SMALL_TEXT",
     "Family",
+    "Registry",
     "TextCollector",
     "escape_label_value",
     "go_number",
@@ -53,13 +56,15 @@ SMALL_MAX: Final = 4096
 SMALL_NUMBERS: Final[tuple[str, ...]] = tuple(go_number(float(i)) for i in range(SMALL_MAX))
 
 
+#: The same texts by value: ``1`` and ``1.0`` are one key (equal numbers hash alike).
+SMALL_TEXT: Final[dict[float, str]] = dict(enumerate(SMALL_NUMBERS))
+
+
 def number(value: float) -> str:
-    """``value`` as prometheus_client writes it (``floatToGoString``), small integers cached."""
-    if value.__class__ is int and 0 <= value < SMALL_MAX:  # exactly int, not bool
-        return SMALL_NUMBERS[int(value)]
-    if value.__class__ is float and value.is_integer() and 0.0 <= value < SMALL_MAX:
-        return SMALL_NUMBERS[int(value)]
-    return go_number(value)
+    """``value`` as prometheus_client writes it (``floatToGoString``), small whole numbers
+    (ints or floats, never bools) from a table: one dictionary lookup on the hot path."""
+    text = SMALL_TEXT.get(value)
+    return text if text is not None else go_number(value)
 
 
 def escape_label_value(value: str) -> str:
@@ -118,24 +123,62 @@ class Family:
         return f"# HELP {name} {doc}\n# TYPE {name} gauge\n"
 
 
+@runtime_checkable
 class TextCollector(Protocol):
     """A collector that can write its own exposition text (both formats), as UTF-8 chunks."""
 
     def exposition(self, openmetrics: bool) -> list[bytes]: ...
 
 
-def render(
-    fast: Sequence[TextCollector], registry: CollectorRegistry, accept_header: str | None
-) -> tuple[list[bytes], str]:
-    """``fast`` collectors' own text, then ``registry`` through prometheus_client, as chunks.
+class Registry(CollectorRegistry):
+    """A ``CollectorRegistry`` that remembers its collectors in the order they came.
+
+    Everything registered on it is exported on ``/metrics`` (:func:`render`): the collectors
+    that write their own text through it, the rest through prometheus_client. Readers use it as
+    any registry (``get_sample_value``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ordered: list[Collector] = []
+
+    def register(self, collector: Collector) -> None:
+        super().register(collector)
+        self._ordered.append(collector)
+
+    def unregister(self, collector: Collector) -> None:
+        super().unregister(collector)
+        self._ordered.remove(collector)
+
+    def collectors(self) -> list[Collector]:
+        """Every registered collector, in registration order."""
+        return list(self._ordered)
+
+
+class _Collected:
+    """The registry-like object prometheus_client's encoders need, over some collectors."""
+
+    def __init__(self, collectors: Sequence[Collector]) -> None:
+        self._collectors = collectors
+
+    def collect(self) -> Iterable[Metric]:
+        for collector in self._collectors:
+            yield from collector.collect()
+
+
+def render(registry: Registry, accept_header: str | None) -> tuple[list[bytes], str]:
+    """Everything registered on ``registry`` as the ``/metrics`` body, in chunks.
 
     OpenMetrics when ``accept_header`` asks for ``application/openmetrics-text``, else the
-    Prometheus text format 0.0.4. ``registry`` must not hold the ``fast`` collectors. The body
-    is left in chunks (one per family) so that it never needs a second, joined copy: at 10,000
-    apps that copy is 18 MB.
+    Prometheus text format 0.0.4. The collectors that write their own text come first (in the
+    order they were registered), then all the others through prometheus_client's encoder. The
+    body is left in chunks (one per family) so that it never needs a second, joined copy: at
+    10,000 apps that copy is 18 MB.
     """
     encoder, content_type = choose_encoder(accept_header or "")
     openmetrics = content_type.startswith("application/openmetrics-text")
+    collectors = registry.collectors()
+    fast = [c for c in collectors if isinstance(c, TextCollector)]
     chunks = [chunk for collector in fast for chunk in collector.exposition(openmetrics)]
-    chunks.append(encoder(registry))
+    chunks.append(encoder(_Collected([c for c in collectors if c not in fast])))
     return chunks, content_type

@@ -1,102 +1,48 @@
 """The Prometheus metric set of duixwatch (design.md §6), on an injected registry.
 
-:class:`Metrics` creates every metric on the ``CollectorRegistry`` it is given (never the global
-``REGISTRY``), so a test builds a fresh registry and reads it back with ``get_sample_value``.
-:meth:`Metrics.render` turns it into an HTTP body, negotiating OpenMetrics from ``Accept``.
+:class:`Metrics` creates every metric on the :class:`~duixwatch.export.exposition.Registry` it
+is given (never the global ``REGISTRY``), so a test builds a fresh registry and reads it back
+with ``get_sample_value``; :meth:`Metrics.render` writes everything registered on it as the
+``/metrics`` body, negotiating OpenMetrics from ``Accept``.
 
 Two kinds of values:
 
-* **Platform values** (``duix_*``) come from the snapshot store through ONE custom collector that
-  reads ``snapshots()`` and ``clock.now()`` at scrape time. Nothing is cached between scrapes, so
-  an app removed by a reload disappears with its snapshot, and a value is exported only while it
-  is true:
-
-  - ``duix_up{app}`` is exported for every snapshot: 1 when the latest poll succeeded and is
-    fresh (``AppSnapshot.is_fresh``: no older than 2 x the poll interval), else 0;
-  - ``duix_app_concurrency_total_number``, ``duix_app_concurrency_user``, ``duix_app_sessions``,
-    ``duix_app_oldest_session_age_seconds`` and the gauge histogram
-    ``duix_app_session_age_seconds`` are exported only for FRESH snapshots; a failed, stale or
-    never-polled app has none of them (never a fake 0) and ``duix_up`` says why. The session
-    series also need the app's session list to be polled (``sessions`` is not ``None``). The
-    oldest age is absent when no session has a known age (including when there are no sessions:
-    "0 seconds old" would be a lie); the histogram counts only sessions with a known age;
-  - ``duix_app_last_poll_success_timestamp_seconds{app}`` is exported whenever the app has EVER
-    succeeded, even while its latest poll failed or is stale. Unlike the values above it stays
-    true as it ages (the last success did happen then), and it is exactly what a staleness alert
-    needs: ``time() - duix_app_last_poll_success_timestamp_seconds > 300``.
-
+* **Per-app values** come from the snapshot store at scrape time, through the one table of
+  :mod:`duixwatch.export.apps` (``duix_*`` and ``duixwatch_app_*``), and the poll-error counters
+  kept beside it. Nothing is cached between scrapes that could change what is written, so an
+  app removed by a reload disappears with its snapshot, and a value is exported only while it
+  is true (never a fake 0; ``duix_up`` says why).
 * **Daemon values** (``duixwatch_*``) are ordinary counters, gauges and histograms updated by the
-  daemon through the methods of :class:`Metrics`. Per-app children of labelled metrics are
-  dropped by :meth:`Metrics.set_apps` when a reload removes the app.
+  daemon through the methods of :class:`Metrics`, and collectors that read their source at
+  scrape time (autoscaling readings, the notifier's delivery counts). Per-app children of
+  labelled metrics are dropped by :meth:`Metrics.set_apps` when a reload removes the app.
 
-Renamed from design.md §6: ``duix_app_concurrency_total`` is exported as
-``duix_app_concurrency_total_number`` (DUIX's ``totalConcurrentNumber``). A ``_total`` suffix is
-reserved for counters: promtool's lint rejects it on a gauge, and PromQL users and tools would
-take it for a counter. The change is recorded in the CHANGELOG.
-
-Additions beyond design.md §6, all from the same collector, for every snapshot:
-``duixwatch_app_consecutive_poll_failures{app}`` (failed polls since the last success),
-``duixwatch_app_poll_interval_seconds{app}`` (the configured interval: staleness is 2 x this),
-and ``duixwatch_apps`` (number of apps in the snapshot store). ``set_apps`` also initialises
-``duixwatch_poll_errors_total`` at 0 for every configured app and reason, so that ``rate()`` and
-``increase()`` see an app's very first error.
+``set_apps`` also initialises ``duixwatch_poll_errors_total`` at 0 for every configured app and
+reason, so that ``rate()`` and ``increase()`` see an app's very first error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Final, cast, get_args
+from typing import Final, Protocol
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-)
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeHistogramMetricFamily,
-    GaugeMetricFamily,
-    Metric,
-)
+from prometheus_client import Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from duixwatch.core import errors, models
+from duixwatch.core import models
 from duixwatch.core.clock import Clock
 from duixwatch.export import exposition
-from duixwatch.export.exposition import SMALL_MAX as _SMALL_MAX
-from duixwatch.export.exposition import SMALL_NUMBERS as _SMALL
-from duixwatch.export.exposition import Family, escape_label_value, number
-from duixwatch.export.exposition import go_number as _go
+from duixwatch.export.apps import COLUMNS, Column, PollErrorCounter, SnapshotCollector
+from duixwatch.export.autoscaling import ScalingReading
 
 __all__ = [
     "API_REQUEST_DURATION_BUCKETS",
-    "SESSION_AGE_BUCKETS",
+    "DeliveryCounts",
     "Metrics",
-    "PollErrorCounter",
-    "SnapshotCollector",
 ]
 
-#: Upper bounds (seconds) of ``duix_app_session_age_seconds``: 1 min … 1 day (+Inf implied).
-SESSION_AGE_BUCKETS: Final[tuple[float, ...]] = (
-    60.0,
-    300.0,
-    600.0,
-    900.0,
-    1800.0,
-    2700.0,
-    3600.0,
-    7200.0,
-    14400.0,
-    28800.0,
-    86400.0,
-)
-
-#: Upper bounds (seconds) of ``duixwatch_api_request_duration_seconds``: 5 ms … 30 s, which
-#: covers the default 10 s request timeout and the slowest configurable retries.
 API_REQUEST_DURATION_BUCKETS: Final[tuple[float, ...]] = (
     0.005,
     0.01,
@@ -112,398 +58,48 @@ API_REQUEST_DURATION_BUCKETS: Final[tuple[float, ...]] = (
     30.0,
 )
 
-_POLL_ERROR_REASONS: Final[tuple[str, ...]] = get_args(errors.Reason)
 
 _POLICY_MATCHED_LABELS: Final = ("app", "policy")
 _POLICY_ACTION_LABELS: Final = ("app", "policy", "action", "outcome")
 _POLICY_ABORT_LABELS: Final = ("app", "policy", "reason")
 
-# The platform values: one family per name, in exposition order (HELP texts live here).
-UP = Family(
-    "duix_up",
-    "1 when the app's latest poll succeeded and is fresh (no older than 2 x its poll "
-    "interval), else 0.",
-    "gauge",
-)
-CONCURRENCY_TOTAL = Family(
-    "duix_app_concurrency_total_number",
-    "totalConcurrentNumber from getconcurrentNumber (sessions); absent unless fresh.",
-    "gauge",
-)
-CONCURRENCY_USER = Family(
-    "duix_app_concurrency_user",
-    "userConcurrentNumber from getconcurrentNumber (sessions); absent unless fresh.",
-    "gauge",
-)
-SESSIONS = Family(
-    "duix_app_sessions",
-    "In-call sessions listed by getconcurrentList (sessions); absent unless fresh and "
-    "the list is polled.",
-    "gauge",
-)
-OLDEST_SESSION_AGE = Family(
-    "duix_app_oldest_session_age_seconds",
-    "Age of the oldest in-call session with a known start (seconds); absent unless "
-    "fresh and at least one session has a known age.",
-    "gauge",
-    unit="seconds",
-)
-SESSION_AGE = Family(
-    "duix_app_session_age_seconds",
-    "Ages of the in-call sessions with a known start, now (seconds); absent unless "
-    "fresh and the list is polled.",
-    "gaugehistogram",
-    unit="seconds",
-)
-LAST_SUCCESS = Family(
-    "duix_app_last_poll_success_timestamp_seconds",
-    "Unix time of the app's last successful poll (seconds); kept while later polls "
-    "fail, absent until the first success.",
-    "gauge",
-    unit="seconds",
-)
-CONSECUTIVE_FAILURES = Family(
-    "duixwatch_app_consecutive_poll_failures",
-    "Polls of the app that failed in a row since its last success (polls).",
-    "gauge",
-)
-POLL_INTERVAL = Family(
-    "duixwatch_app_poll_interval_seconds",
-    "Configured poll interval of the app (seconds); data older than twice this is stale.",
-    "gauge",
-    unit="seconds",
-)
-APPS = Family(
-    "duixwatch_apps",
-    "Apps in the snapshot store, i.e. configured and watched (apps).",
-    "gauge",
-    labels=(),
-)
-POLL_ERRORS = Family(
-    "duixwatch_poll_errors",
-    "Failed polls of an app by reason: auth, quota, server, client, timeout, transport, "
-    "malformed (polls).",
-    "counter",
-    labels=("app", "reason"),
-)
 
-# ``le`` label values written as prometheus_client writes its own histograms' ("60.0", "+Inf").
-_LE: Final[tuple[str, ...]] = (*(number(bound) for bound in SESSION_AGE_BUCKETS), "+Inf")
+class DeliveryCounts(Protocol):
+    """The notifier's delivery counts (:class:`duixwatch.policy.notify.Notifier`)."""
+
+    @property
+    def sent(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
 
 
-#: What one scrape exports for one app (``None``: the series is absent): app, up,
-#: consecutive failures, poll interval, last success, concurrency, sessions, oldest age,
-#: cumulative counts for each bound of SESSION_AGE_BUCKETS then +Inf, sum of ages. A plain
-#: tuple: building a NamedTuple per app was a tenth of a 10,000-app scrape.
-_AppRow = tuple[
-    str,
-    int,
-    int,
-    float,
-    float | None,
-    models.Concurrency | None,
-    int | None,
-    float | None,
-    tuple[int, ...] | None,
-    float,
-]
+class NotificationCollector(Collector):
+    """``duixwatch_notifications_total{outcome}``: webhook deliveries (one per target), read
+    from the notifier at scrape time: sent (a 2xx), failed (after its retries), dropped (the
+    queue was full, or the daemon stopped before sending)."""
 
+    def __init__(self, counts: Callable[[], DeliveryCounts | None]) -> None:
+        self._counts = counts
 
-#: SESSION_AGE_BUCKETS in whole microseconds (an age is at most a bound: start >= now - bound)
-_BOUNDS_US: Final = tuple(int(bound * 1_000_000) for bound in SESSION_AGE_BUCKETS)
-
-
-class SnapshotCollector(Collector):
-    """Exports the snapshot store as it is at scrape time (the ``duix_*`` platform values).
-
-    ``snapshots`` is called once per scrape and ``clock.now()`` read once, so every series of
-    one scrape agrees on what is fresh. :meth:`collect` gives prometheus_client families (for
-    registry readers); :meth:`exposition` writes the same samples as text, fast
-    (:mod:`duixwatch.exposition`).
-    """
-
-    FAMILIES: Final = (
-        UP,
-        CONCURRENCY_TOTAL,
-        CONCURRENCY_USER,
-        SESSIONS,
-        OLDEST_SESSION_AGE,
-        SESSION_AGE,
-        LAST_SUCCESS,
-        CONSECUTIVE_FAILURES,
-        POLL_INTERVAL,
-        APPS,
-    )
-
-    def __init__(
-        self, snapshots: Callable[[], Iterable[models.AppSnapshot]], *, clock: Clock
-    ) -> None:
-        self._snapshots = snapshots
-        self._clock = clock
-        self._bucket_text: dict[str, tuple[tuple[int, ...], str]] = {}
-        #: app -> (session starts, counts valid until (µs), bucket counts)
-        self._counts: dict[str, tuple[tuple[int, ...], int, tuple[int, ...]]] = {}
-
-    def _rows(self) -> list[_AppRow]:
-        """Every app's values now. An app's bucket counts are kept from the last scrape while
-        its sessions' starts are the same and none has grown out of a bucket since."""
-        now = self._clock.now()
-        now_us = models.epoch_us(now)
-        previous = self._counts
-        kept: dict[str, tuple[tuple[int, ...], int, tuple[int, ...]]] = {}
-        rows: list[_AppRow] = []
-        for snap in self._snapshots():
-            fresh = snap.is_fresh(now)
-            last = snap.fetched_at.timestamp() if snap.fetched_at is not None else None
-            listing = snap.sessions
-            if not fresh or listing is None:
-                rows.append(
-                    (
-                        snap.app,
-                        1 if fresh else 0,
-                        snap.consecutive_failures,
-                        snap.poll_interval_seconds,
-                        last,
-                        snap.concurrency if fresh else None,
-                        None,
-                        None,
-                        None,
-                        0.0,
-                    )
-                )
-                continue
-            starts = listing.starts_us
-            cached = previous.get(snap.app)
-            if cached is not None and now_us <= cached[1] and cached[0] == starts:
-                counts = cached[2]
-                oldest, age_sum = listing.oldest_and_sum(now_us)
-                kept[snap.app] = cached
-            else:
-                ages = listing.ages(now_us, _BOUNDS_US)
-                counts, oldest, age_sum = ages.counts, ages.oldest_seconds, ages.sum_seconds
-                kept[snap.app] = (starts, ages.counts_valid_until_us, counts)
-            rows.append(
-                (
-                    snap.app,
-                    1,
-                    snap.consecutive_failures,
-                    snap.poll_interval_seconds,
-                    last,
-                    snap.concurrency,
-                    len(listing),
-                    oldest,
-                    counts,
-                    age_sum,
-                )
-            )
-        self._counts = kept
-        return rows
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "duixwatch_notifications",
+            "Policy webhook deliveries by outcome: sent, failed (after retries), dropped "
+            "(queue full or stopping) (notifications).",
+            labels=["outcome"],
+        )
 
     def describe(self) -> Iterable[Metric]:
-        """The families this collector owns, without samples (lets the registry catch clashes)."""
-        return [family.empty() for family in self.FAMILIES]
+        return [self._family()]
 
     def collect(self) -> Iterable[Metric]:
-        """One family per metric name, with a sample per app that has a true value for it."""
-        rows = self._rows()
-        f = [family.empty() for family in self.FAMILIES]
-        gauges = [cast(GaugeMetricFamily, family) for family in f]
-        up, total, user, sessions, oldest, _, last, failures, interval, apps = gauges
-        ages = cast(GaugeHistogramMetricFamily, f[self.FAMILIES.index(SESSION_AGE)])
-        apps.add_metric([], len(rows))
-        for name, is_up, failed, every, success, numbers, listed, age, counts, age_sum in rows:
-            app = [name]
-            up.add_metric(app, is_up)
-            failures.add_metric(app, failed)
-            interval.add_metric(app, every)
-            if success is not None:
-                last.add_metric(app, success)
-            if numbers is not None:
-                total.add_metric(app, numbers.total_concurrent_number)
-                user.add_metric(app, numbers.user_concurrent_number)
-            if listed is not None:
-                sessions.add_metric(app, listed)
-            if age is not None:
-                oldest.add_metric(app, age)
-            if counts is not None:
-                pairs = [(le, float(n)) for le, n in zip(_LE, counts, strict=True)]
-                ages.add_metric(app, pairs, age_sum)
-        return f
-
-    def exposition(self, openmetrics: bool) -> list[bytes]:
-        """The samples of :meth:`collect` as exposition text (what prometheus_client writes),
-        one UTF-8 chunk per family.
-
-        Family by family, so that only one family's lines exist at a time (at 10,000 apps all
-        the lines at once were ~35 MB on top of the body). An app's twelve ``_bucket`` lines
-        change only when a session crosses a bound, so they are kept from the previous scrape
-        while its counts are the same (for the apps of this scrape only).
-        """
-        rows = self._rows()
-        escaped = [escape_label_value(row[0]) for row in rows]
-        labels = [f'{{app="{label}"}} ' for label in escaped]
-        chunks: list[bytes] = []
-
-        def emit(family: Family, lines: Iterable[str]) -> None:
-            chunks.append((family.header(openmetrics) + "".join(lines)).encode())
-
-        emit(UP, [f"duix_up{a}{_SMALL[r[1]]}\n" for a, r in zip(labels, rows, strict=True)])
-        emit(
-            CONCURRENCY_TOTAL,
-            [
-                f"duix_app_concurrency_total_number{a}{number(c.total_concurrent_number)}\n"
-                for a, r in zip(labels, rows, strict=True)
-                if (c := r[5]) is not None
-            ],
-        )
-        emit(
-            CONCURRENCY_USER,
-            [
-                f"duix_app_concurrency_user{a}{number(c.user_concurrent_number)}\n"
-                for a, r in zip(labels, rows, strict=True)
-                if (c := r[5]) is not None
-            ],
-        )
-        emit(
-            SESSIONS,
-            [
-                f"duix_app_sessions{a}{number(n)}\n"
-                for a, r in zip(labels, rows, strict=True)
-                if (n := r[6]) is not None
-            ],
-        )
-        emit(
-            OLDEST_SESSION_AGE,
-            [
-                f"duix_app_oldest_session_age_seconds{a}{_go(age)}\n"
-                for a, r in zip(labels, rows, strict=True)
-                if (age := r[7]) is not None
-            ],
-        )
-        emit(SESSION_AGE, self._session_ages(rows, escaped, labels, openmetrics))
-        emit(
-            LAST_SUCCESS,
-            [
-                f"duix_app_last_poll_success_timestamp_seconds{a}{_go(t)}\n"
-                for a, r in zip(labels, rows, strict=True)
-                if (t := r[4]) is not None
-            ],
-        )
-        emit(
-            CONSECUTIVE_FAILURES,
-            [
-                f"duixwatch_app_consecutive_poll_failures{a}"
-                f"{_SMALL[n] if 0 <= (n := r[2]) < _SMALL_MAX else number(n)}\n"
-                for a, r in zip(labels, rows, strict=True)
-            ],
-        )
-        emit(
-            POLL_INTERVAL,
-            [
-                f"duixwatch_app_poll_interval_seconds{a}{number(r[3])}\n"
-                for a, r in zip(labels, rows, strict=True)
-            ],
-        )
-        emit(APPS, [f"duixwatch_apps {number(len(rows))}\n"])
-        return chunks
-
-    def _session_ages(
-        self, rows: list[_AppRow], escaped: list[str], labels: list[str], openmetrics: bool
-    ) -> list[str]:
-        """The gauge histogram's lines (OpenMetrics keeps each app's _gcount/_gsum with its
-        buckets; the text format moves them into two gauges after all the buckets)."""
-        previous = self._bucket_text
-        kept: dict[str, tuple[tuple[int, ...], str]] = {}
-        lines: list[str] = []
-        gcount: list[str] = []
-        gsum: list[str] = []
-        for label, app, row in zip(escaped, labels, rows, strict=True):
-            counts = row[8]
-            if counts is None:
-                continue
-            name = row[0]
-            cached = previous.get(name)
-            if cached is not None and cached[0] == counts:
-                block = cached[1]
-            else:
-                block = _BUCKETS_TEMPLATE.format(
-                    label, *[_SMALL[k] if k < _SMALL_MAX else number(k) for k in counts]
-                )
-            kept[name] = (counts, block)
-            lines.append(block)
-            count = f"duix_app_session_age_seconds_gcount{app}{number(counts[-1])}\n"
-            total_age = f"duix_app_session_age_seconds_gsum{app}{number(row[9])}\n"
-            if openmetrics:
-                lines.append(count)
-                lines.append(total_age)
-            else:
-                gcount.append(count)
-                gsum.append(total_age)
-        self._bucket_text = kept
-        if gcount:
-            lines.append(SESSION_AGE.sub_header("_gcount"))
-            lines.extend(gcount)
-            lines.append(SESSION_AGE.sub_header("_gsum"))
-            lines.extend(gsum)
-        return lines
-
-
-#: ``{0}``: the escaped app; ``{1}``..: the cumulative counts, as text.
-_BUCKETS_TEMPLATE: Final = "".join(
-    f'duix_app_session_age_seconds_bucket{{{{app="{{0}}",le="{le}"}}}} {{{i}}}\n'
-    for i, le in enumerate(_LE, start=1)
-)
-
-
-class PollErrorCounter(Collector):
-    """``duixwatch_poll_errors_total{app,reason}``: counts kept in a dict, written fast.
-
-    Every configured app has every reason from the start (at 0), so that ``rate()`` and
-    ``increase()`` see an app's very first error; at 10,000 apps that is 70,000 series, which
-    is why this is not a prometheus_client ``Counter`` (and exports no ``_created`` series).
-    """
-
-    def __init__(self) -> None:
-        self._counts: dict[str, dict[str, float]] = {}
-        #: each app's lines, kept until its counts change (most apps never fail)
-        self._text: dict[str, str] = {}
-
-    def set_apps(self, apps: Iterable[str]) -> None:
-        """Keep exactly these apps (their counts survive), each with every reason."""
-        fresh = dict.fromkeys(_POLL_ERROR_REASONS, 0.0)
-        self._counts = {app: self._counts.get(app) or dict(fresh) for app in apps}
-        self._text = {app: text for app, text in self._text.items() if app in self._counts}
-
-    def inc(self, app: str, reason: str) -> None:
-        """Count one failed poll (an app not declared yet gets its row now)."""
-        row = self._counts.get(app)
-        if row is None:
-            row = self._counts[app] = dict.fromkeys(_POLL_ERROR_REASONS, 0.0)
-        row[reason] = row.get(reason, 0.0) + 1.0
-        self._text.pop(app, None)
-
-    def describe(self) -> Iterable[Metric]:
-        return [POLL_ERRORS.empty()]
-
-    def collect(self) -> Iterable[Metric]:
-        family = cast(CounterMetricFamily, POLL_ERRORS.empty())
-        for app, row in self._counts.items():
-            for reason, count in row.items():
-                family.add_metric([app, reason], count)
+        family = self._family()
+        counts = self._counts()
+        for outcome in ("sent", "failed", "dropped"):
+            family.add_metric([outcome], getattr(counts, outcome) if counts is not None else 0)
         return [family]
-
-    def exposition(self, openmetrics: bool) -> list[bytes]:
-        out = [POLL_ERRORS.header(openmetrics)]
-        text = self._text
-        for app, row in self._counts.items():
-            block = text.get(app)
-            if block is None:
-                prefix = f'duixwatch_poll_errors_total{{app="{escape_label_value(app)}",reason="'
-                block = text[app] = "".join(
-                    f'{prefix}{reason}"}} {number(count)}\n' for reason, count in row.items()
-                )
-            out.append(block)
-        return ["".join(out).encode()]
 
 
 class ScalingCollector(Collector):
@@ -514,7 +110,7 @@ class ScalingCollector(Collector):
     a Prometheus-based autoscaler sees no data (and falls back) instead of a fake zero.
     """
 
-    def __init__(self, readings: Callable[[], Iterable[models.ScalingReading]]) -> None:
+    def __init__(self, readings: Callable[[], Iterable[ScalingReading]]) -> None:
         self._readings = readings
 
     def describe(self) -> Iterable[Metric]:
@@ -555,37 +151,40 @@ class Metrics:
     """Every duixwatch metric, registered on ``registry``.
 
     ``snapshots`` returns the current snapshot of every watched app (called at scrape time);
-    ``clock`` decides freshness; ``version`` is exported as ``duixwatch_build_info{version}``.
-    Registering twice on one registry raises ``ValueError`` (duplicated timeseries).
+    ``clock`` decides freshness; ``version`` is exported as ``duixwatch_build_info{version}``;
+    ``scaling`` and ``notifications`` are read at scrape time too; ``columns`` is the per-app
+    table (:data:`duixwatch.export.apps.COLUMNS`). Registering twice on one registry raises
+    ``ValueError`` (duplicated timeseries).
     """
 
     def __init__(
         self,
-        registry: CollectorRegistry,
+        registry: exposition.Registry,
         *,
         snapshots: Callable[[], Iterable[models.AppSnapshot]],
         clock: Clock,
         version: str,
-        scaling: Callable[[], Iterable[models.ScalingReading]] | None = None,
+        scaling: Callable[[], Iterable[ScalingReading]] | None = None,
+        notifications: Callable[[], DeliveryCounts | None] | None = None,
+        columns: Sequence[Column] = COLUMNS,
     ) -> None:
+        self._registry = library = registry  # every metric lives on it
         self._apps: frozenset[str] = frozenset()
         self._removed: frozenset[str] = frozenset()
         self._request_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
-        # The per-app families write their own text (duixwatch.exposition); everything else
-        # lives on ``library`` and is written by prometheus_client. ``registry`` sees it all.
-        self._snapshot_collector = SnapshotCollector(snapshots, clock=clock)
+        self._snapshot_collector = SnapshotCollector(snapshots, clock=clock, columns=columns)
         self._poll_errors = PollErrorCounter()
-        self._library = library = CollectorRegistry(auto_describe=True)
         registry.register(self._snapshot_collector)
         registry.register(self._poll_errors)
-        library.register(ScalingCollector(scaling or tuple))
+        registry.register(ScalingCollector(scaling or tuple))
+        registry.register(NotificationCollector(notifications or (lambda: None)))
         self._shard_index = Gauge(
             "duixwatch_shard_index",
             "This replica's shard index (0 when not sharded).",
             registry=library,
         )
-        # Issue 6 names this duixwatch_shard_count; promtool's lint (which must stay silent)
-        # reserves _count for histograms and summaries, so it is duixwatch_shards.
+        # Not duixwatch_shard_count: promtool's lint (which must stay silent) reserves _count
+        # for histograms and summaries.
         self._shard_count = Gauge(
             "duixwatch_shards",
             "How many shards the apps are split into (1 when not sharded).",
@@ -664,7 +263,6 @@ class Metrics:
 
         ProcessCollector(registry=library)
         PlatformCollector(registry=library)
-        registry.register(library)
 
     # ------------------------------------------------------------------ the client's observer
 
@@ -726,16 +324,14 @@ class Metrics:
         """The ``/metrics`` body and its content type (OpenMetrics if ``accept_header`` asks).
 
         The same bytes prometheus_client would write for ``registry``, several times faster
-        for the per-app families (module docstring of :mod:`duixwatch.exposition`).
+        for the per-app families (module docstring of :mod:`duixwatch.export.exposition`).
         """
         chunks, content_type = self.render_chunks(accept_header)
         return b"".join(chunks), content_type
 
     def render_chunks(self, accept_header: str | None) -> tuple[list[bytes], str]:
         """:meth:`render`'s body in pieces, to be sent without joining them (``/metrics``)."""
-        return exposition.render(
-            (self._snapshot_collector, self._poll_errors), self._library, accept_header
-        )
+        return exposition.render(self._registry, accept_header)
 
     def set_policies(self, policies: Iterable[tuple[str, str, bool]]) -> None:
         """Declare the configured policies as ``(name, action, dry_run)`` (start and reload).

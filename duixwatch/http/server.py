@@ -8,14 +8,13 @@
   table. ``?app=NAME`` narrows to one APP, ``?sessions=0`` leaves the session lists out.
 
 No endpoint changes anything: every route is GET (and HEAD). The daemon hands the app a
-:class:`DaemonView`, so this module never reaches into the daemon's internals.
+:class:`DaemonView`, so this module never reaches into the daemon's internals; what a page
+says is :mod:`duixwatch.export.status`'s, how it is served is this module's.
 """
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -26,16 +25,10 @@ from starlette.types import Receive, Scope, Send
 
 from duixwatch.core import models
 from duixwatch.core.clock import Clock
-from duixwatch.policy import evaluate as policy
+from duixwatch.export.autoscaling import ScalingReading
+from duixwatch.export.status import scaling_status, snapshot_status, status_html
 
-__all__ = [
-    "DaemonView",
-    "action_status",
-    "create_app",
-    "policy_plan_status",
-    "scaling_status",
-    "snapshot_status",
-]
+__all__ = ["ChunksResponse", "DaemonView", "create_app"]
 
 
 class DaemonView(Protocol):
@@ -53,206 +46,8 @@ class DaemonView(Protocol):
     def info(self) -> Mapping[str, Any]:
         """Daemon facts for /status: version, config file, last reload …"""
 
-    def scaling(self, target: str) -> models.ScalingReading | None:
+    def scaling(self, target: str) -> ScalingReading | None:
         """An autoscaling target's latest reading (``None``: no such target)."""
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def snapshot_status(
-    snap: models.AppSnapshot, now: datetime, *, with_sessions: bool = True
-) -> dict[str, Any]:
-    """One APP's entry of ``/status`` (JSON-able; never a key or token)."""
-    entry: dict[str, Any] = {
-        "app": snap.app,
-        "app_id": snap.app_id,
-        "up": snap.is_fresh(now),
-        "poll_interval_seconds": snap.poll_interval_seconds,
-        "last_attempt_at": _iso(snap.last_attempt_at),
-        "last_success_at": _iso(snap.fetched_at),
-        "consecutive_failures": snap.consecutive_failures,
-        "error": None
-        if snap.error is None
-        else {
-            "reason": snap.error.reason,
-            "message": snap.error.message,
-            "at": _iso(snap.error.at),
-            "retry_after_seconds": snap.error.retry_after_seconds,
-        },
-        "concurrency": None
-        if snap.concurrency is None
-        else {
-            "total_concurrent_number": snap.concurrency.total_concurrent_number,
-            "user_concurrent_number": snap.concurrency.user_concurrent_number,
-        },
-        "sessions": None,
-    }
-    if snap.sessions is not None:
-        ages = [a for s in snap.sessions.sessions if (a := s.age_seconds(now)) is not None]
-        entry["sessions"] = {
-            "count": len(snap.sessions),
-            "shape": snap.sessions.shape,
-            "oldest_age_seconds": round(max(ages), 3) if ages else None,
-        }
-        if with_sessions:
-            entry["sessions"]["items"] = [
-                {
-                    "session_id": s.session_id,
-                    "started_at": _iso(s.started_at),
-                    "first_seen_at": _iso(s.first_seen_at),
-                    "age_seconds": None if (a := s.age_seconds(now)) is None else round(a, 3),
-                    "actionable": s.actionable,
-                }
-                for s in snap.sessions.sessions
-            ]
-    return entry
-
-
-def policy_plan_status(plan: policy.PolicyPlan, at: datetime) -> dict[str, Any]:
-    """One policy's last evaluation for one APP, for ``/status`` and ``duixwatch plan -o json``."""
-    return {
-        "policy": plan.policy,
-        "app": plan.app,
-        "app_id": plan.app_id,
-        "action": plan.action,
-        "evaluated_at": at.isoformat(),
-        "dry_run": plan.dry_run,
-        "matched": [
-            {
-                "session_id": m.session_id,
-                "age_seconds": None if m.age_seconds is None else round(m.age_seconds, 3),
-                "reason": m.reason,
-                "protected": m.protected,
-            }
-            for m in plan.matched
-        ],
-        "actions": [
-            {"action": a.action, "session_id": a.session_id, "reason": a.reason}
-            for a in plan.actions
-        ],
-        "abort": None
-        if plan.abort is None
-        else {"reason": plan.abort.reason, "detail": plan.abort.detail},
-        "waiting": plan.waiting,
-    }
-
-
-def action_status(record: models.ActionRecord) -> dict[str, Any]:
-    """One recent action for ``/status``."""
-    return {
-        "at": record.at.isoformat(),
-        "cycle": record.cycle,
-        "policy": record.policy,
-        "app": record.app,
-        "action": record.action,
-        "session_id": record.session_id,
-        "outcome": record.outcome,
-        "reason": record.reason,
-        "error": record.error,
-    }
-
-
-def scaling_status(reading: models.ScalingReading, now: datetime) -> dict[str, Any]:
-    """The KEDA metrics-api body of one target (``valueLocation: desired_replicas``)."""
-    successes = [a.last_success_at for a in reading.apps if a.last_success_at is not None]
-    oldest = min(successes) if successes else None
-    return {
-        "target": reading.target,
-        "fresh": reading.fresh,
-        "sessions": reading.sessions,
-        "desired_replicas": reading.desired_replicas,
-        "raw_desired_replicas": reading.raw_desired_replicas,
-        "sessions_per_replica": reading.sessions_per_replica,
-        "min_replicas": reading.min_replicas,
-        "max_replicas": reading.max_replicas,
-        "computed_at": reading.computed_at.isoformat(),
-        "oldest_data_age_seconds": None
-        if oldest is None
-        else round((now - oldest).total_seconds(), 3),
-        "apps": [
-            {
-                "app": a.app,
-                "fresh": a.fresh,
-                "sessions": a.sessions,
-                "source": a.source,
-                "last_success_at": _iso(a.last_success_at),
-            }
-            for a in reading.apps
-        ],
-    }
-
-
-def _age_text(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    whole = int(seconds)
-    hours, rest = divmod(whole, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
-
-
-def _html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> str:
-    esc = html.escape
-    rows = []
-    for e in entries:
-        sessions = e["sessions"] or {}
-        conc = e["concurrency"] or {}
-        error = e["error"]
-        rows.append(
-            "<tr>"
-            f"<td>{esc(e['app'])}</td><td>{esc(e['app_id'])}</td>"
-            f"<td class={'up' if e['up'] else 'down'}>{'up' if e['up'] else 'DOWN'}</td>"
-            f"<td>{esc(str(sessions.get('count', '-')))}</td>"
-            f"<td>{esc(str(conc.get('user_concurrent_number', '-')))}</td>"
-            f"<td>{esc(str(conc.get('total_concurrent_number', '-')))}</td>"
-            f"<td>{esc(_age_text(sessions.get('oldest_age_seconds')))}</td>"
-            f"<td>{esc(e['last_success_at'] or 'never')}</td>"
-            f"<td>{esc(error['reason'] + ': ' + error['message']) if error else ''}</td>"
-            "</tr>"
-        )
-    facts = "".join(
-        f"<li>{esc(str(k))}: {esc(str(v))}</li>"
-        for k, v in info.items()
-        if k not in ("config", "policies", "recent_actions")
-    )
-    policy_rows = "".join(
-        "<tr>"
-        f"<td>{esc(p['policy'])}</td><td>{esc(p['app'])}</td>"
-        f"<td>{'dry run' if p['dry_run'] else 'ENFORCING'}</td>"
-        f"<td>{len(p['matched'])}</td><td>{len(p['actions'])}</td>"
-        f"<td>{esc(p['abort']['reason'] + ': ' + p['abort']['detail']) if p['abort'] else ''}"
-        f"{esc(p['waiting'] or '')}</td>"
-        "</tr>"
-        for p in info.get("policies", [])
-    )
-    action_rows = "".join(
-        "<tr>"
-        f"<td>{esc(a['at'])}</td><td>{esc(a['policy'])}</td><td>{esc(a['app'])}</td>"
-        f"<td>{esc(a['action'])}</td><td>{esc(a['session_id'] or '')}</td>"
-        f"<td>{esc(a['outcome'])}</td><td>{esc(a['error'] or a['reason'])}</td>"
-        "</tr>"
-        for a in info.get("recent_actions", [])[:50]
-    )
-    return (
-        "<!doctype html><html><head><meta charset=utf-8><title>duixwatch status</title>"
-        "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-        ".down{color:#b00;font-weight:bold}.up{color:#070}</style></head><body>"
-        f"<h1>duixwatch</h1><ul>{facts}</ul>"
-        "<table><tr><th>app</th><th>app id</th><th>state</th><th>sessions</th>"
-        "<th>user concurrency</th><th>total concurrency</th><th>oldest session</th>"
-        "<th>last success</th><th>last error</th></tr>"
-        + "".join(rows)
-        + "</table><h2>Policies (last evaluation)</h2><table><tr><th>policy</th><th>app</th>"
-        "<th>mode</th><th>matched</th><th>actions</th><th>abort / waiting</th></tr>"
-        + policy_rows
-        + "</table><h2>Recent actions</h2><table><tr><th>at</th><th>policy</th><th>app</th>"
-        "<th>action</th><th>session</th><th>outcome</th><th>detail</th></tr>"
-        + action_rows
-        + "</table><p>JSON: <a href='/status?format=json'>/status?format=json</a> · "
-        "<a href='/metrics'>/metrics</a></p></body></html>"
-    )
 
 
 #: ``Metrics.render_chunks``: the ``/metrics`` body, in pieces, and its content type for an
@@ -311,7 +106,7 @@ def create_app(*, render: Render, view: DaemonView, clock: Clock) -> Starlette:
         info = dict(view.info())
         accept = request.headers.get("accept", "")
         if request.query_params.get("format") != "json" and "text/html" in accept:
-            return HTMLResponse(_html(info, entries))
+            return HTMLResponse(status_html(info, entries))
         return JSONResponse({**info, "now": now.isoformat(), "apps": entries})
 
     async def scaling(request: Request) -> Response:

@@ -1,4 +1,4 @@
-"""Applying a :class:`~duixwatch.policy.Plan`: the only code that closes sessions.
+"""Applying a :class:`~duixwatch.policy.plan.Plan`: the only code that closes sessions.
 
 Safety (design.md §8), in the order the executor applies it:
 
@@ -18,48 +18,72 @@ Safety (design.md §8), in the order the executor applies it:
    session that two policies both want closed is stopped once per cycle.
 
 Every executed or simulated action is kept (bounded) for ``/status``; policies with ``notify``
-targets get a webhook per cycle that did something, sent in the background by the notifier.
+targets get a webhook per cycle that did something, and one when an abort starts (when it is
+written to the audit log), sent in the background by the notifier.
+
+The executor is written against what it needs, not against the classes that provide it: a
+:class:`SessionCloser` (the DUIX client), :class:`PolicyMetrics` (the Prometheus metric set)
+and a :class:`NotificationSink` (the notifier); the daemon plugs in the real ones.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import structlog
 
-from duixwatch.config import settings
 from duixwatch.core import errors, models
-from duixwatch.core.clock import Clock
-from duixwatch.duix import DuixClient
-from duixwatch.export import metrics
+from duixwatch.core.clock import Clock, RateLimiter
 from duixwatch.policy import audit, notify
-from duixwatch.policy import evaluate as policy
+from duixwatch.policy.plan import ActionRecord, Plan, PlannedAction, PolicyPlan
+from duixwatch.policy.schema import PolicyConfig
 
-__all__ = ["Executor"]
+__all__ = ["Executor", "NotificationSink", "PolicyApp", "PolicyMetrics", "SessionCloser"]
 
-log = structlog.get_logger("duixwatch.executor")
+log = structlog.get_logger("duixwatch.policy.executor")
 
 #: Extra seconds a shielded action may take beyond the request timeout (audit fsyncs).
 _SHIELD_MARGIN_SECONDS = 5.0
 
 
-class _Pacer:
-    """Starts at most ``rate`` actions per second, across all APPs."""
+class PolicyApp(Protocol):
+    """The app a plan is for, as the executor needs it: who it is and how to sign for it."""
 
-    def __init__(self, rate_per_second: float, clock: Clock) -> None:
-        self.interval = 1.0 / rate_per_second
-        self._clock = clock
-        self._next = float("-inf")
+    @property
+    def name(self) -> str: ...
+    @property
+    def app_id(self) -> str: ...
+    @property
+    def credentials(self) -> models.AppCredentials: ...
 
-    async def wait(self) -> None:
-        now = self._clock.monotonic()
-        slot = max(now, self._next)
-        self._next = slot + self.interval
-        if slot > now:
-            await self._clock.sleep(slot - now)
+
+class SessionCloser(Protocol):
+    """The two destructive calls (:class:`duixwatch.duix.DuixClient` is one)."""
+
+    async def stop_session(
+        self, app: models.AppCredentials, session_id: str
+    ) -> models.StopResult: ...
+
+    async def close_all(self, app: models.AppCredentials) -> models.CloseAllResult: ...
+
+
+class PolicyMetrics(Protocol):
+    """What the executor counts (:class:`duixwatch.export.metrics.Metrics` is one)."""
+
+    def policy_matched(self, app: str, policy: str, count: int) -> None: ...
+    def policy_aborted(self, app: str, policy: str, reason: str) -> None: ...
+    def policy_action(self, app: str, policy: str, action: str, outcome: str) -> None: ...
+
+
+class NotificationSink(Protocol):
+    """Takes notifications without waiting (:class:`duixwatch.policy.notify.Notifier`)."""
+
+    def submit(
+        self, targets: Sequence[notify.NotifyTarget], notification: notify.Notification
+    ) -> bool: ...
 
 
 class Executor:
@@ -67,12 +91,12 @@ class Executor:
 
     def __init__(
         self,
-        client: DuixClient,
+        client: SessionCloser,
         *,
         clock: Clock,
         audit_log: audit.AuditLog,
-        metric_set: metrics.Metrics,
-        notifier: notify.Notifier | None = None,
+        metric_set: PolicyMetrics,
+        notifier: NotificationSink | None = None,
         max_stops_per_second: float = 5.0,
         request_timeout_seconds: float = 10.0,
         keep_recent: int = 200,
@@ -82,37 +106,38 @@ class Executor:
         self._audit = audit_log
         self._metrics = metric_set
         self._notifier = notifier
-        self._pacer = _Pacer(max_stops_per_second, clock)
+        self._pacer = RateLimiter(max_stops_per_second, clock)
         self._shield_seconds = request_timeout_seconds + _SHIELD_MARGIN_SECONDS
-        self.recent: deque[models.ActionRecord] = deque(maxlen=keep_recent)
+        self.recent: deque[ActionRecord] = deque(maxlen=keep_recent)
         self._aborts: dict[tuple[str, str], str] = {}
         self._dry_seen: dict[tuple[str, str], set[str | None]] = {}
 
     def reconfigure(
-        self, client: DuixClient, *, max_stops_per_second: float, request_timeout_seconds: float
+        self, client: SessionCloser, *, max_stops_per_second: float, request_timeout_seconds: float
     ) -> None:
         """After a reload: new client and pacing."""
         self._client = client
-        self._pacer.interval = 1.0 / max_stops_per_second
+        self._pacer.rate_per_second = max_stops_per_second
         self._shield_seconds = request_timeout_seconds + _SHIELD_MARGIN_SECONDS
 
     async def execute(
         self,
-        plan: policy.Plan,
-        app: settings.AppConfig,
-        policies: Mapping[str, settings.PolicyConfig],
+        plan: Plan,
+        app: PolicyApp,
+        policies: Mapping[str, PolicyConfig],
         *,
         cycle: str,
-    ) -> list[models.ActionRecord]:
+    ) -> list[ActionRecord]:
         """Apply every policy plan of one APP's cycle; returns what was done (or simulated)."""
-        done: list[models.ActionRecord] = []
+        done: list[ActionRecord] = []
         stopped_this_cycle: set[str] = set()
         for pplan in plan.policies:
             self._metrics.policy_matched(pplan.app, pplan.policy, len(pplan.matched))
             key = (pplan.app, pplan.policy)
             if pplan.abort is not None:
                 self._metrics.policy_aborted(pplan.app, pplan.policy, pplan.abort.reason)
-                await self._record_abort(pplan, cycle)
+                if await self._record_abort(pplan, cycle):
+                    self._notify(pplan, [], policies.get(pplan.policy), cycle)
                 continue
             self._aborts.pop(key, None)
             if pplan.dry_run:
@@ -141,11 +166,13 @@ class Executor:
         except errors.DuixwatchError as exc:
             log.error("audit_write_failed", error=str(exc))  # noqa: TRY400 - expected, no trace
 
-    async def _record_abort(self, pplan: policy.PolicyPlan, cycle: str) -> None:
+    async def _record_abort(self, pplan: PolicyPlan, cycle: str) -> bool:
+        """Log and audit an abort when it starts; whether it did start (not again every cycle
+        while it lasts)."""
         assert pplan.abort is not None  # noqa: S101 - checked by the caller
         key = (pplan.app, pplan.policy)
         if self._aborts.get(key) == pplan.abort.reason:
-            return
+            return False
         self._aborts[key] = pplan.abort.reason
         log.warning(
             "policy_aborted",
@@ -162,8 +189,9 @@ class Executor:
             app_id=pplan.app_id,
             reason=f"{pplan.abort.reason}: {pplan.abort.detail}",
         )
+        return True
 
-    async def _dry_run(self, pplan: policy.PolicyPlan, cycle: str) -> list[models.ActionRecord]:
+    async def _dry_run(self, pplan: PolicyPlan, cycle: str) -> list[ActionRecord]:
         key = (pplan.app, pplan.policy)
         seen = self._dry_seen.get(key, set())
         current = {a.session_id for a in pplan.actions}
@@ -198,13 +226,13 @@ class Executor:
 
     def _record(
         self,
-        pplan: policy.PolicyPlan,
-        action: policy.PlannedAction,
+        pplan: PolicyPlan,
+        action: PlannedAction,
         cycle: str,
         outcome: str,
         error: str | None = None,
-    ) -> models.ActionRecord:
-        return models.ActionRecord(
+    ) -> ActionRecord:
+        return ActionRecord(
             at=self._clock.now(),
             cycle=cycle,
             policy=pplan.policy,
@@ -219,12 +247,12 @@ class Executor:
 
     async def _act(
         self,
-        pplan: policy.PolicyPlan,
-        action: policy.PlannedAction,
-        app: settings.AppConfig,
+        pplan: PolicyPlan,
+        action: PlannedAction,
+        app: PolicyApp,
         cycle: str,
         stopped_this_cycle: set[str],
-    ) -> models.ActionRecord:
+    ) -> ActionRecord:
         if action.session_id is not None and action.session_id in stopped_this_cycle:
             outcome, error = "already_closed", None
             await self._safe_write_outcome(
@@ -253,9 +281,9 @@ class Executor:
 
     async def _call(
         self,
-        pplan: policy.PolicyPlan,
-        action: policy.PlannedAction,
-        app: settings.AppConfig,
+        pplan: PolicyPlan,
+        action: PlannedAction,
+        app: PolicyApp,
         cycle: str,
     ) -> tuple[str, str | None]:
         fields = {
@@ -289,8 +317,8 @@ class Executor:
 
     async def _safe_write_outcome(
         self,
-        pplan: policy.PolicyPlan,
-        action: policy.PlannedAction,
+        pplan: PolicyPlan,
+        action: PlannedAction,
         cycle: str,
         outcome: str,
         note: str,
@@ -309,18 +337,19 @@ class Executor:
 
     def _notify(
         self,
-        pplan: policy.PolicyPlan,
-        records: Sequence[models.ActionRecord],
-        config: settings.PolicyConfig | None,
+        pplan: PolicyPlan,
+        records: Sequence[ActionRecord],
+        config: PolicyConfig | None,
         cycle: str,
     ) -> None:
-        if self._notifier is None or config is None or not config.notify or not records:
+        """A webhook for a cycle that did something, or an abort that started."""
+        aborted = pplan.abort
+        if self._notifier is None or config is None or not config.notify:
+            return
+        if not records and aborted is None:
             return
         self._notifier.submit(
-            [
-                notify.Target(url=t.url, headers=dict(t.headers), timeout_seconds=t.timeout_seconds)
-                for t in config.notify
-            ],
+            config.notify,
             notify.Notification(
                 policy=pplan.policy,
                 app=pplan.app,
@@ -331,5 +360,6 @@ class Executor:
                     notify.ActionOutcome(r.action, r.session_id, r.outcome, r.error)
                     for r in records
                 ),
+                aborted=None if aborted is None else f"{aborted.reason}: {aborted.detail}",
             ),
         )

@@ -7,8 +7,9 @@ it on a bounded in-memory queue (one entry per target) and returns at once. One 
 
 * a JSON body (:meth:`Notification.payload`) whose ``text`` field is one human-readable line, so
   a Slack-compatible incoming webhook shows it as it is, beside machine-readable fields;
-* every attempt under an explicit :class:`httpx.Timeout` and an overall deadline of the
-  target's ``timeout_seconds`` (which also bounds a receiver that accepts and never answers);
+* every attempt is one POST through the injected :class:`Poster` (the daemon's is
+  :class:`duixwatch.duix.webhook.WebhookPoster`, over httpx), bounded by the target's
+  ``timeout_seconds`` (which also bounds a receiver that accepts and never answers);
 * success is any 2xx; transport errors, timeouts, 5xx and 429 are retried up to ``retries``
   times after ``backoff_seconds * 2**n`` on the injected clock (never sooner than a 429's
   ``Retry-After``, capped); any other status is final.
@@ -18,33 +19,36 @@ costs at most the worker's own time; a flood costs at most ``max_pending`` queue
 rest are dropped, logged and counted), and nothing here raises into the caller.
 
 Webhook URLs and headers are secrets (a Slack webhook's path *is* its credential; headers carry
-bearer tokens): logs name a target only as ``scheme://host[:port]/…`` (:func:`redact_url`), never
-print a header value, and report an exception by its type name only, since httpx messages may
-quote the request.
+bearer tokens): :class:`NotifyTarget` (the config schema of a target, used as it is) leaves them
+out of its repr, logs name a target only as ``scheme://host[:port]/…`` (:func:`redact_url`), never
+print a header value, and report an exception by its type name only, since HTTP libraries'
+messages may quote the request.
 """
 
 from __future__ import annotations
 
-import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import anyio
-import httpx
 import structlog
 from anyio.abc import TaskStatus
+from pydantic import AfterValidator, Field, field_validator
 
-from duixwatch import __version__
 from duixwatch.core.clock import Clock
+from duixwatch.core.fields import Section
 
 __all__ = [
     "MAX_RETRY_AFTER_SECONDS",
     "ActionOutcome",
+    "Delivery",
     "Notification",
     "Notifier",
-    "Target",
+    "NotifyTarget",
+    "Poster",
     "redact_url",
 ]
 
@@ -55,6 +59,9 @@ MAX_RETRY_AFTER_SECONDS = 60.0
 
 #: How long the worker may take to close its connections when it is cancelled.
 _CLOSE_SECONDS = 2.0
+
+#: RFC 9110 ``token``: what an HTTP header name may be made of.
+_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 def redact_url(url: str) -> str:
@@ -76,20 +83,94 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{netloc}/…"
 
 
-@dataclass(frozen=True, slots=True, repr=False)
-class Target:
-    """One webhook: where to POST and with which extra headers (both may hold secrets)."""
+def _header_name(value: str) -> str:
+    if not _HEADER_NAME_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid HTTP header name")
+    return value
 
-    url: str
-    headers: Mapping[str, str]
-    timeout_seconds: float = 5.0
+
+def _header_value(value: str) -> str:
+    # Never quote the value: it is usually a token.
+    if any(char in value for char in "\r\n\0"):
+        raise ValueError("a header value must not contain line breaks or NUL")
+    return value
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
+
+
+class NotifyTarget(Section):
+    """Where a policy reports the cycles it acted in: a JSON POST (Slack-compatible ``text``).
+
+    ``url`` and ``headers`` usually hold secrets (``${SLACK_WEBHOOK_URL}``, ``Bearer ${TOKEN}``):
+    the repr shows only where the URL goes and the header names, and the config's ``mask``
+    hides them.
+    """
+
+    url: str = Field(repr=False)
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, repr=False)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        # Never quote the URL: a webhook URL is a credential.
+        message = "must be an http:// or https:// URL with a host"
+        if any(char.isspace() or not char.isprintable() for char in value):
+            raise ValueError(f"{message}, without spaces or control characters")
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # raises on a port that is not a number
+        except ValueError:
+            raise ValueError(message) from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(message)
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _distinct_names(cls, value: dict[str, str]) -> dict[str, str]:
+        seen: dict[str, str] = {}
+        for name in value:
+            if name.lower() in seen:
+                raise ValueError(
+                    f"{name!r} and {seen[name.lower()]!r} are the same header (names ignore case)"
+                )
+            seen[name.lower()] = name
+        return value
 
     def __repr__(self) -> str:
-        # The generated repr would print the URL's secret path and the header values.
         return (
-            f"Target(url={redact_url(self.url)!r}, headers={sorted(self.headers)!r}, "
+            f"NotifyTarget(url={redact_url(self.url)!r}, headers={sorted(self.headers)!r}, "
             f"timeout_seconds={self.timeout_seconds!r})"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How one POST went.
+
+    ``reason`` is ``sent`` (a 2xx), ``status`` (another status), ``timeout``, ``transport`` or
+    ``invalid`` (the request could not be made at all); ``error`` is an exception's type name,
+    never its message.
+    """
+
+    reason: Literal["sent", "status", "timeout", "transport", "invalid"]
+    retryable: bool
+    status: int | None = None
+    error: str | None = None
+    retry_after_seconds: float | None = None
+
+
+class Poster(Protocol):
+    """Makes one POST of a JSON body to a target, within its ``timeout_seconds``."""
+
+    async def post(self, target: NotifyTarget, payload: Mapping[str, Any]) -> Delivery:
+        """One attempt; never raises for an answer or a network failure (see :class:`Delivery`)."""
+
+    async def aclose(self) -> None:
+        """Close the connections (the notifier's worker does, when it stops)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,17 +252,6 @@ class Notification:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class _Attempt:
-    """How one POST went: ``reason`` is "sent", "status", "timeout", "transport" or "invalid"."""
-
-    reason: str
-    retryable: bool
-    status: int | None = None
-    error: str | None = None  # an exception's type name, never its message
-    retry_after_seconds: float | None = None
-
-
 class Notifier:
     """Sends notifications from a bounded queue, one at a time, in its own worker task.
 
@@ -194,7 +264,7 @@ class Notifier:
         self,
         *,
         clock: Clock,
-        transport: httpx.AsyncBaseTransport | None = None,
+        poster: Poster,
         retries: int = 2,
         backoff_seconds: float = 1.0,
         max_pending: int = 100,
@@ -206,13 +276,13 @@ class Notifier:
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
         self._clock = clock
-        self._transport = transport
+        self._poster = poster
         self._retries = retries
         self._backoff_seconds = backoff_seconds
         self._max_pending = max_pending
-        self._send, self._receive = anyio.create_memory_object_stream[tuple[Target, Notification]](
-            max_pending
-        )
+        self._send, self._receive = anyio.create_memory_object_stream[
+            tuple[NotifyTarget, Notification]
+        ](max_pending)
         self.sent = 0
         self.failed = 0
         self.dropped = 0
@@ -231,7 +301,7 @@ class Notifier:
             f"max_pending={self._max_pending})"
         )
 
-    def submit(self, targets: Sequence[Target], notification: Notification) -> bool:
+    def submit(self, targets: Sequence[NotifyTarget], notification: Notification) -> bool:
         """Queue ``notification`` for each target without waiting; False if any was dropped.
 
         Never blocks and never raises: an entry that finds the queue full (or the worker
@@ -249,7 +319,7 @@ class Notifier:
                 queued = False
         return queued
 
-    def _drop(self, target: Target, notification: Notification, reason: str) -> None:
+    def _drop(self, target: NotifyTarget, notification: Notification, reason: str) -> None:
         self.dropped += 1
         log.warning(
             "notification_dropped",
@@ -262,16 +332,11 @@ class Notifier:
         )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Send queued notifications one by one until cancelled; close the HTTP client on exit."""
-        http = httpx.AsyncClient(
-            transport=self._transport,
-            headers={"user-agent": f"duixwatch/{__version__}"},
-            follow_redirects=False,
-        )
+        """Send queued notifications one by one until cancelled; close the poster on exit."""
         try:
             task_status.started()
             async for target, notification in self._receive:
-                await self._deliver(http, target, notification)
+                await self._deliver(target, notification)
         finally:
             # Entries still queued are never sent; closing the receiving end makes later
             # submits drop at once instead of filling a queue nobody reads.
@@ -281,11 +346,9 @@ class Notifier:
             self._receive.close()
             self._send.close()
             with anyio.move_on_after(_CLOSE_SECONDS, shield=True):
-                await http.aclose()
+                await self._poster.aclose()
 
-    async def _deliver(
-        self, http: httpx.AsyncClient, target: Target, notification: Notification
-    ) -> None:
+    async def _deliver(self, target: NotifyTarget, notification: Notification) -> None:
         """All attempts for one target; the outcome is counted and logged, never raised."""
         fields = {
             "url": redact_url(target.url),
@@ -296,9 +359,9 @@ class Notifier:
         attempt = 0
         while True:
             try:
-                result = await self._attempt(http, target, notification.payload())
+                result = await self._poster.post(target, notification.payload())
             except Exception as exc:  # noqa: BLE001 — one bad target must not stop the worker
-                result = _Attempt("invalid", retryable=False, error=type(exc).__name__)
+                result = Delivery("invalid", retryable=False, error=type(exc).__name__)
             attempt += 1
             if result.reason == "sent":
                 self.sent += 1
@@ -328,50 +391,3 @@ class Notifier:
                 **fields,
             )
             await self._clock.sleep(delay)
-
-    async def _attempt(
-        self, http: httpx.AsyncClient, target: Target, payload: dict[str, Any]
-    ) -> _Attempt:
-        """One POST under an overall deadline; the response body is never read."""
-        result: _Attempt | None = None
-        # httpx's timeout bounds each network phase; the overall deadline also bounds a
-        # receiver that trickles bytes, and in-process (ASGI) receivers, which httpx cannot time.
-        with anyio.move_on_after(target.timeout_seconds):
-            try:
-                async with http.stream(
-                    "POST",
-                    target.url,
-                    json=payload,
-                    headers=dict(target.headers),
-                    timeout=httpx.Timeout(target.timeout_seconds),
-                ) as response:
-                    result = _classify(response)
-            except httpx.TimeoutException as exc:
-                result = _Attempt("timeout", retryable=True, error=type(exc).__name__)
-            except httpx.TransportError as exc:
-                retryable = not isinstance(exc, httpx.UnsupportedProtocol)
-                result = _Attempt("transport", retryable=retryable, error=type(exc).__name__)
-            except (httpx.InvalidURL, httpx.HTTPError) as exc:
-                result = _Attempt("invalid", retryable=False, error=type(exc).__name__)
-        return result or _Attempt("timeout", retryable=True, error="deadline")
-
-
-def _classify(response: httpx.Response) -> _Attempt:
-    status = response.status_code
-    if 200 <= status < 300:
-        return _Attempt("sent", retryable=False, status=status)
-    if status == 429:
-        retry_after = _retry_after_seconds(response.headers.get("retry-after"))
-        return _Attempt("status", retryable=True, status=status, retry_after_seconds=retry_after)
-    return _Attempt("status", retryable=status >= 500, status=status)
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """A ``Retry-After`` in seconds (the HTTP-date form is ignored: backoff applies)."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None

@@ -25,7 +25,7 @@ import jwt
 import pydantic
 
 from duixwatch.core import clock as clock_mod
-from duixwatch.core import models
+from duixwatch.core.documents import AvatarSpec
 from duixwatch.sim import documents, shapes
 
 __all__ = [
@@ -878,7 +878,7 @@ class Simulator:
         if custom_type == 2 and not body.get("coverUrl"):
             raise bad_request("coverUrl is required when customType is 2")
         try:
-            spec = models.AvatarSpec.model_validate(dict(body))
+            spec = AvatarSpec.model_validate(dict(body))
         except pydantic.ValidationError as exc:
             fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
             raise bad_request(f"invalid fields: {', '.join(fields)}") from exc

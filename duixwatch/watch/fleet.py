@@ -1,17 +1,13 @@
-"""Polling: :func:`poll_once` once, :class:`AppLoop` for one APP, :class:`Fleet` for them all.
+"""The schedule: :class:`AppLoop` for one APP between polls, :class:`Fleet` for them all.
 
-* :func:`poll_once` fetches the APP's concurrency numbers and (if ``list_sessions``) its session
-  list, one after the other, and returns a new immutable snapshot. Both calls must succeed: a
-  poll with one half missing is a failed poll (design.md §8: never act on a partial snapshot).
-  No loop, no sleep — most tests target it directly.
-* :class:`AppLoop` is one APP's state between polls: :meth:`AppLoop.step` polls, stores,
-  reports and runs the policy cycle once, and says when the next poll is due: every
-  ``poll_interval_seconds`` measured from the start of the previous poll, made up to
-  ``jitter_fraction`` shorter at random (never longer: the jitter keeps APPs from falling into
-  step without eating into the freshness allowance). After failures it backs off
-  exponentially (interval x 2^(n-1), capped at ``backoff_max_seconds``, +/- the jitter, never
-  sooner than the server's Retry-After). An exception is caught only at the step boundary,
-  never a cancellation.
+* :class:`AppLoop` is one APP's state between polls: :meth:`AppLoop.step` polls
+  (:func:`~duixwatch.watch.poll.poll_once`), stores, reports and runs the policy cycle once, and
+  says when the next poll is due: every ``poll_interval_seconds`` measured from the start of the
+  previous poll, made up to ``jitter_fraction`` shorter at random (never longer: the jitter
+  keeps APPs from falling into step without eating into the freshness allowance). After
+  failures it backs off exponentially (interval x 2^(n-1), capped at ``backoff_max_seconds``,
+  +/- the jitter, never sooner than the server's Retry-After). An exception is caught only at
+  the step boundary, never a cancellation.
 * :class:`Fleet` runs every APP's steps on ONE schedule: a heap of due times, one scheduler
   task, and a bounded pool of worker tasks (twice ``duix.max_in_flight``, at least 4), each
   taking the APP that is due soonest. One APP's polls never overlap (it is back on the heap only
@@ -28,10 +24,9 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -39,130 +34,21 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from duixwatch.config import settings
-from duixwatch.core import errors, models
+from duixwatch.config import AppConfig, DaemonSettings
+from duixwatch.core import models
 from duixwatch.core.clock import Clock
 from duixwatch.duix import DuixClient
+from duixwatch.watch.poll import FirstSeen, MemoryFirstSeen, empty_snapshot, poll_once
 from duixwatch.watch.snapshots import SnapshotStore
 
-__all__ = ["AppLoop", "Fleet", "PollErrorHook", "poll_once"]
+__all__ = ["AfterPollHook", "AppLoop", "Fleet", "PollErrorHook"]
 
-log = structlog.get_logger("duixwatch.watcher")
+log = structlog.get_logger("duixwatch.watch.fleet")
 
 #: Called once per failed poll with (app name, reason).
 PollErrorHook = Callable[[str, str], None]
 #: Awaited after every poll with the APP and its new snapshot (the policy cycle).
-AfterPollHook = Callable[[settings.AppConfig, models.AppSnapshot], Awaitable[None]]
-
-
-class FirstSeen(Protocol):
-    """Remembers when each session id was first seen (``state.StateStore`` persists it)."""
-
-    def first_seen(
-        self, app_id: str, session_ids: Iterable[str], now: datetime
-    ) -> Mapping[str, datetime]: ...
-
-
-class MemoryFirstSeen:
-    """First-seen times in memory only (``duixwatch once`` and tests)."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, dict[str, datetime]] = {}
-
-    def first_seen(
-        self, app_id: str, session_ids: Iterable[str], now: datetime
-    ) -> Mapping[str, datetime]:
-        known = self._seen.get(app_id, {})
-        current = {sid: known.get(sid, now) for sid in session_ids}
-        self._seen[app_id] = current
-        return current
-
-
-async def poll_once(
-    app: settings.AppConfig,
-    client: DuixClient,
-    *,
-    clock: Clock,
-    previous: models.AppSnapshot | None = None,
-    first_seen: FirstSeen | None = None,
-) -> models.AppSnapshot:
-    """Poll one APP once and return its new snapshot (with ``error`` set if the poll failed).
-
-    With ``first_seen``, every listed session gets the time it was first seen (sessions whose
-    list item has no start time are aged from it; ids that left the list are forgotten).
-    """
-    base = previous or models.AppSnapshot(
-        app=app.name, app_id=app.app_id, poll_interval_seconds=app.poll_interval_seconds
-    )
-    interval = app.poll_interval_seconds  # a reload may have changed it
-    attempt_at = clock.now()
-    credentials = app.credentials
-    results: dict[str, Any] = {}
-    failures: list[errors.ApiError] = []
-    calls: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
-        ("concurrency", lambda: client.concurrency(credentials))
-    ]
-    if app.list_sessions:
-        calls.append(("sessions", lambda: client.sessions(credentials)))
-    # One after the other, both to the end, so that the most telling error is reported. Not
-    # concurrently: a task group per poll was a tenth of the CPU at 10,000 APPs, and the
-    # pair's extra latency (one request's) is nothing next to an interval.
-    for name, call in calls:
-        try:
-            results[name] = await call()
-        except errors.ApiError as exc:
-            failures.append(exc)
-    failure = _most_telling(failures) if failures else None
-    if failure is not None:
-        return replace(
-            base,
-            error=models.PollError(
-                reason=failure.reason,
-                message=str(failure),
-                at=clock.now(),
-                retry_after_seconds=getattr(failure, "retry_after_seconds", None),
-            ),
-            last_attempt_at=attempt_at,
-            consecutive_failures=base.consecutive_failures + 1,
-            polls=base.polls + 1,
-            poll_interval_seconds=interval,
-        )
-    fetched_at = clock.now()
-    sessions: models.SessionList | None = results.get("sessions")
-    if sessions is not None and first_seen is not None:
-        ids = [s.session_id for s in sessions.sessions if s.session_id is not None]
-        # Inline: it answers from memory (the state store writes behind, off the loop).
-        seen = first_seen.first_seen(app.app_id, ids, fetched_at)
-        sessions = _with_first_seen(sessions, seen)
-    return replace(
-        base,
-        fetched_at=fetched_at,
-        concurrency=results["concurrency"],
-        sessions=sessions,
-        error=None,
-        last_attempt_at=attempt_at,
-        consecutive_failures=0,
-        polls=base.polls + 1,
-        poll_interval_seconds=interval,
-    )
-
-
-def _most_telling(found: Sequence[errors.ApiError]) -> errors.ApiError:
-    """The error to report for a failed poll: auth beats the rest (it needs a human)."""
-    auth: list[errors.ApiError] = [e for e in found if isinstance(e, errors.ApiAuthRejected)]
-    return (auth or list(found))[0]
-
-
-def _with_first_seen(
-    listing: models.SessionList, seen: Mapping[str, datetime]
-) -> models.SessionList:
-    sessions = tuple(
-        s
-        if s.session_id is None
-        else models.Session(s.session_id, s.started_at, seen.get(s.session_id))
-        for s in listing.sessions
-    )
-    return models.SessionList(sessions, listing.shape, listing.total)
+AfterPollHook = Callable[[AppConfig, models.AppSnapshot], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,13 +62,13 @@ class AppLoop:
 
     def __init__(
         self,
-        app: settings.AppConfig,
+        app: AppConfig,
         client: DuixClient,
         store: SnapshotStore,
         *,
         clock: Clock,
         rng: random.Random,
-        daemon: settings.DaemonSettings,
+        daemon: DaemonSettings,
         on_poll_error: PollErrorHook | None = None,
         first_seen: FirstSeen | None = None,
         after_poll: AfterPollHook | None = None,
@@ -247,17 +133,10 @@ class AppLoop:
             )
         except Exception as exc:  # a bug, not a platform failure: keep polling, say so loudly
             log.exception("poll_crashed")
-            base = previous or models.AppSnapshot(
-                app=self.app.name,
-                app_id=self.app.app_id,
-                poll_interval_seconds=self.app.poll_interval_seconds,
-            )
-            return replace(
-                base,
-                error=models.PollError("internal", f"{type(exc).__name__}", self._clock.now()),
-                last_attempt_at=self._clock.now(),
-                consecutive_failures=base.consecutive_failures + 1,
-                polls=base.polls + 1,
+            now = self._clock.now()
+            error = models.PollError("internal", type(exc).__name__, now)
+            return (previous or empty_snapshot(self.app)).failed(
+                error, attempt_at=now, poll_interval_seconds=self.app.poll_interval_seconds
             )
 
     async def _policy_cycle(self, snapshot: models.AppSnapshot) -> None:
@@ -340,9 +219,9 @@ class Fleet:
 
     async def apply(
         self,
-        apps: Sequence[settings.AppConfig],
+        apps: Sequence[AppConfig],
         client: DuixClient,
-        daemon: settings.DaemonSettings,
+        daemon: DaemonSettings,
     ) -> None:
         """Start, stop or restart APPs so that exactly ``apps`` are polled through ``client``."""
         if self._tg is None:
@@ -462,8 +341,6 @@ class _Entry:
             self.scope.cancel()
 
 
-def _identity(
-    app: settings.AppConfig, client: DuixClient, daemon: settings.DaemonSettings
-) -> tuple[Any, ...]:
+def _identity(app: AppConfig, client: DuixClient, daemon: DaemonSettings) -> tuple[Any, ...]:
     """What makes a running loop obsolete when it changes (AppConfig compares its key too)."""
     return (app, id(client), daemon.jitter_fraction, daemon.backoff_max_seconds)

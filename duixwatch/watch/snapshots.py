@@ -1,7 +1,8 @@
-"""The snapshot store: the latest :class:`~duixwatch.models.AppSnapshot` of every APP.
+"""The snapshot store: the latest :class:`~duixwatch.core.models.AppSnapshot` of every APP.
 
-The watcher is its only writer; metrics, ``/status``, ``/readyz`` and (next) the policy engine
-read it. Snapshots are immutable and replaced whole, so a reader never sees half a poll; the
+The fleet is its only writer; the metrics, ``/status``, ``/readyz`` and the autoscaling signals
+read it (the policy cycle gets each new snapshot from the fleet directly). Snapshots are
+immutable and replaced whole, so a reader never sees half a poll; the
 store itself only swaps dictionary entries (one event loop, no threads), so reads need no lock.
 """
 

@@ -1,4 +1,4 @@
-"""Persistent state: what duixwatch must remember across restarts, in SQLite.
+"""The state database: what duixwatch must remember across restarts, in SQLite.
 
 Two small tables live in ``<state.dir>/state.sqlite3``:
 
@@ -19,8 +19,9 @@ Durability and safety choices:
   exactly; they come back as timezone-aware UTC datetimes. Naive datetimes are refused.
 * The schema is versioned with ``PRAGMA user_version`` and created or migrated at open. A file
   that is not a database, fails SQLite's ``quick_check``, cannot be opened, or was written by a
-  newer duixwatch (a higher schema version) raises :class:`~duixwatch.errors.ConfigError` naming
-  the path: the operator has to fix or remove the state directory.
+  newer duixwatch (a higher schema version) raises
+  :class:`~duixwatch.core.errors.ConfigError` naming the path: the operator has to fix or remove
+  the state directory.
 * A directory duixwatch creates gets mode 0700 and the database file 0600 (SQLite gives its
   ``-wal``/``-shm`` files the database's mode); an existing directory is left as the operator
   made it.
@@ -41,11 +42,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, TypeVar
 
-from duixwatch.core import errors
+import anyio
+import anyio.to_thread
+import structlog
 
-__all__ = ["DB_FILENAME", "SCHEMA_VERSION", "StateError", "StateStore"]
+from duixwatch.core import errors
+from duixwatch.core.clock import Clock
+
+__all__ = ["DB_FILENAME", "RETRY_SECONDS", "SCHEMA_VERSION", "StateError", "StateStore"]
+
+log = structlog.get_logger("duixwatch.watch.state")
 
 DB_FILENAME: Final = "state.sqlite3"
+#: Seconds between attempts to write queued first-seen changes after a failed write.
+RETRY_SECONDS: Final = 5.0
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
@@ -102,7 +112,7 @@ class StateStore:
     def __init__(self, directory: Path) -> None:
         """Open (creating if needed) ``<directory>/state.sqlite3``.
 
-        Raises :class:`~duixwatch.errors.ConfigError` naming the path when the directory or
+        Raises :class:`~duixwatch.core.errors.ConfigError` naming the path when the directory or
         database cannot be created or opened, or the database is corrupt or too new.
         """
         path = Path(directory) / DB_FILENAME
@@ -144,7 +154,7 @@ class StateStore:
     def _prepare(self, *, journal_mode: str | None) -> None:
         """Configure the connection, check integrity and bring the schema up to date.
 
-        Any failure closes the connection and raises :class:`~duixwatch.errors.ConfigError`.
+        Any failure closes the connection and raises :class:`~duixwatch.core.errors.ConfigError`.
         """
         try:
             db = self._connection
@@ -287,6 +297,36 @@ class StateStore:
         if was_empty and self.on_pending is not None:
             self.on_pending()
         return current
+
+    async def write_behind(self, *, clock: Clock) -> None:
+        """Write queued first-seen changes in a worker thread as soon as there are any, until
+        cancelled (the daemon runs this in its task group).
+
+        Changes queued while a write is under way go into the next one, so the writes group
+        themselves (one transaction, one fsync, for however many polls changed something).
+        A failed write (disk full, I/O error) is logged and retried every
+        :data:`RETRY_SECONDS`; the changes stay queued meanwhile and polling goes on from
+        memory.
+        """
+        wake = anyio.Event()
+
+        def queued() -> None:  # first_seen() runs on the event loop's thread
+            wake.set()
+
+        self.on_pending = queued
+        while True:
+            await wake.wait()
+            wake = anyio.Event()
+            try:
+                await anyio.to_thread.run_sync(self.flush)
+            except StateError as exc:
+                self.log_write_failure(exc)
+                await clock.sleep(RETRY_SECONDS)
+                wake.set()
+
+    def log_write_failure(self, exc: StateError) -> None:
+        """Log a failed write of queued changes (they stay queued)."""
+        log.error("state_write_failed", error=str(exc), pending=self.pending_writes)
 
     @property
     def pending_writes(self) -> int:

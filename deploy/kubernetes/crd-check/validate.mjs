@@ -6,7 +6,7 @@
 //
 // Prints one line per custom resource, exits 1 when one is invalid and 2 when a kind of
 // monitoring.coreos.com or keda.sh has no schema here. Other API groups are skipped
-// (kubernetes-validate checks those). tests/test_ops_kubernetes.py and tests/test_ops_scaling.py
+// (kubernetes-validate checks those). tests/ops/test_kubernetes.py and tests/ops/test_scaling.py
 // run it on every rendered overlay.
 import { readFileSync } from "node:fs";
 import { PrometheusRule } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule";

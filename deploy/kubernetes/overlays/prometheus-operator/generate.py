@@ -3,7 +3,7 @@
 
 Prometheus loads the rules file as it is; the Prometheus Operator wants the same groups inside a
 PrometheusRule's ``spec``. Kustomize cannot wrap a file into a resource, so this script does,
-verbatim (the rules text indented under ``spec:``), and tests/test_ops_kubernetes.py fails when
+verbatim (the rules text indented under ``spec:``), and tests/ops/test_kubernetes.py fails when
 the committed prometheusrule.yaml differs from what this script writes. Run it after every edit
 of rules.yaml:
 

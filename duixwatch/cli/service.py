@@ -1,0 +1,228 @@
+"""The commands that read a config file: ``run`` (the daemon), ``once``, ``plan`` and
+``check``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import anyio
+from pydantic import ValidationError
+
+from duixwatch.cli import output, runtime
+from duixwatch.config import AppConfig, Config, ShardingSettings, load_config
+from duixwatch.core import models
+from duixwatch.core.clock import SystemClock
+from duixwatch.daemon import Daemon
+from duixwatch.duix import DuixClient
+from duixwatch.export.status import format_age, policy_plan_status, snapshot_status
+from duixwatch.policy.cycle import PolicyCycle
+from duixwatch.watch import state
+from duixwatch.watch.poll import FirstSeen, MemoryFirstSeen, poll_once
+
+__all__ = ["add_commands"]
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    config = _load(args)
+    names = ", ".join(a.name for a in config.apps)
+    policies = len(config.policies)
+    enforcement = "ENABLED" if config.enforcement.enabled else "disabled"
+    out.write(
+        f"{args.config}: OK - {len(config.apps)} app(s) ({names}), "
+        f"{policies} polic{'y' if policies == 1 else 'ies'}; enforcement {enforcement}\n"
+    )
+    return runtime.EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    config = _load(args)
+    runtime.configure_logs(args, config)
+    sharding = None
+    if args.shard_count is not None:
+        index = "auto" if args.shard_index is None else args.shard_index
+        try:
+            sharding = ShardingSettings(index=index, count=args.shard_count)
+        except ValidationError as exc:
+            raise runtime.UsageError(
+                f"--shard-index/--shard-count: {exc.errors()[0]['msg']}"
+            ) from None
+    elif args.shard_index is not None:
+        raise runtime.UsageError("--shard-index needs --shard-count")
+    daemon = Daemon(
+        config,
+        Path(args.config),
+        clock=SystemClock(),
+        watch_config_seconds=args.watch_config,
+        sharding=sharding,
+    )
+    runtime.long_running_gc()
+    try:
+        runtime.run(daemon.run)
+    except OSError as exc:
+        print(
+            f"duixwatch run: cannot listen on {config.server.listen}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return runtime.EXIT_FAILURE
+    return runtime.EXIT_OK
+
+
+def _poll_all(
+    config: Config, clock: SystemClock, first_seen: FirstSeen
+) -> list[models.AppSnapshot]:
+    """One poll of every configured APP, concurrently (the client's caps still apply)."""
+
+    async def poll_all() -> list[models.AppSnapshot]:
+        results: dict[str, models.AppSnapshot] = {}
+        async with DuixClient(config.duix, clock=clock) as client:
+
+            async def one(app: AppConfig) -> None:
+                results[app.name] = await poll_once(app, client, clock=clock, first_seen=first_seen)
+
+            async with anyio.create_task_group() as tg:
+                for app in config.apps:
+                    tg.start_soon(one, app)
+        return [results[a.name] for a in config.apps]
+
+    return anyio.run(poll_all)
+
+
+def _cmd_once(args: argparse.Namespace, out: TextIO) -> int:
+    config = _load(args)
+    clock = SystemClock()
+    snapshots = _poll_all(config, clock, MemoryFirstSeen())
+    now = clock.now()
+    if args.output == "json":
+        output.print_json([snapshot_status(s, now) for s in snapshots], out)
+    else:
+        rows = []
+        for snap in snapshots:
+            entry = snapshot_status(snap, now, with_sessions=False)
+            sessions = entry["sessions"] or {}
+            conc = entry["concurrency"] or {}
+            error = snap.error
+            rows.append(
+                (
+                    snap.app,
+                    snap.app_id,
+                    "up" if entry["up"] else "DOWN",
+                    sessions.get("count", "-"),
+                    conc.get("user_concurrent_number", "-"),
+                    conc.get("total_concurrent_number", "-"),
+                    format_age(sessions.get("oldest_age_seconds")),
+                    f"{error.reason}: {error.message}" if error else "",
+                )
+            )
+        output.print_table(
+            ("APP", "APP ID", "STATE", "SESSIONS", "USER", "TOTAL", "OLDEST", "ERROR"), rows, out
+        )
+    return runtime.EXIT_FAILURE if any(s.error is not None for s in snapshots) else runtime.EXIT_OK
+
+
+def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
+    """One poll and one evaluation: what every policy would do now. Never acts."""
+    config = _load(args)
+    clock = SystemClock()
+    # The daemon's state (first-seen times, for_seconds clocks) when there is one; plan never
+    # creates a state directory and never changes a for_seconds clock.
+    store = (
+        state.StateStore(config.state.dir)
+        if config.state.dir.is_dir()
+        else state.StateStore.in_memory()
+    )
+    try:
+        snapshots = _poll_all(config, clock, store)
+        cycle = PolicyCycle(clocks=store, clock=clock)  # no executor: nothing acts
+        now = clock.now()
+        plans = [
+            cycle.plan(
+                app,
+                snap,
+                policies=config.policies,
+                enforcement_enabled=config.enforcement.enabled,
+                now=now,
+            )
+            for app, snap in zip(config.apps, snapshots, strict=True)
+        ]
+    finally:
+        store.close()
+    entries = [policy_plan_status(p, plan.at) for plan in plans for p in plan.policies]
+    if args.output == "json":
+        output.print_json(
+            {"enforcement_enabled": config.enforcement.enabled, "policies": entries}, out
+        )
+    else:
+        rows: list[tuple[str, ...]] = []
+        for e in entries:
+            mode = "dry-run" if e["dry_run"] else "ENFORCE"
+            head = (e["policy"], e["app"], mode)
+            if e["abort"]:
+                rows.append((*head, "ABORT", "", f"{e['abort']['reason']}: {e['abort']['detail']}"))
+            elif e["waiting"]:
+                rows.append((*head, "wait", "", e["waiting"]))
+            elif not e["matched"]:
+                rows.append((*head, "-", "", "nothing matches"))
+            for a in e["actions"] if not e["abort"] else []:
+                verb = "would close ALL" if a["action"] == "close_all" else "would stop"
+                rows.append((*head, verb, a["session_id"] or "", a["reason"]))
+            for m in e["matched"]:
+                if m["protected"]:
+                    rows.append((*head, "protected", m["session_id"] or "", m["reason"]))
+        if not config.policies:
+            out.write("no policies configured\n")
+        else:
+            output.print_table(("POLICY", "APP", "MODE", "DECISION", "SESSION", "WHY"), rows, out)
+            if not config.enforcement.enabled:
+                out.write("enforcement.enabled is false: nothing would be closed for real\n")
+    return runtime.EXIT_FAILURE if any(s.error is not None for s in snapshots) else runtime.EXIT_OK
+
+
+def add_commands(command: runtime.AddCommand) -> None:
+    """Add this group's subcommands to the ``duixwatch`` grammar."""
+    p = command("run", "run the daemon: poll, export metrics, serve /status")
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (YAML)")
+    p.add_argument(
+        "--watch-config",
+        type=float,
+        nargs="?",
+        const=5.0,
+        metavar="SECONDS",
+        help="also reload when the file changes, checking every SECONDS (default 5)",
+    )
+    p.add_argument(
+        "--shard-count",
+        type=int,
+        metavar="N",
+        help="split the apps across N replicas (overrides sharding.count)",
+    )
+    p.add_argument(
+        "--shard-index",
+        type=int,
+        metavar="I",
+        help="this replica's shard, 0..N-1 (default with --shard-count: from the StatefulSet "
+        "pod name in $POD_NAME or $HOSTNAME)",
+    )
+    p.set_defaults(run=_cmd_run)
+
+    p = command(
+        "once", "poll every configured APP once and print the result (exit 1 if any failed)"
+    )
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (YAML)")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.set_defaults(run=_cmd_once)
+
+    p = command("plan", "poll once and show what every policy would do now, and why (never acts)")
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (YAML)")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.set_defaults(run=_cmd_plan)
+
+    p = command("check", "validate a config file and its policies (exit 2 on error)")
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (YAML)")
+    p.set_defaults(run=_cmd_check)

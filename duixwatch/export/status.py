@@ -1,0 +1,226 @@
+"""Status views: what ``/status``, the KEDA endpoint and ``duixwatch once``/``plan`` show.
+
+JSON-able dictionaries (never a key or token) built from snapshots, plans, action records and
+scaling readings, the plain HTML page a browser gets for ``/status``, and :func:`format_age`,
+the one way an age is written for people.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from duixwatch.core import models
+from duixwatch.export.autoscaling import ScalingReading
+from duixwatch.policy.plan import ActionRecord, PolicyPlan
+
+__all__ = [
+    "action_status",
+    "format_age",
+    "policy_plan_status",
+    "scaling_status",
+    "snapshot_status",
+    "status_html",
+]
+
+
+def format_age(seconds: float | None) -> str:
+    """An age for people: ``1h02m03s``, ``4m05s``; ``?`` when it is not known."""
+    if seconds is None:
+        return "?"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def snapshot_status(
+    snap: models.AppSnapshot, now: datetime, *, with_sessions: bool = True
+) -> dict[str, Any]:
+    """One APP's entry of ``/status`` (JSON-able; never a key or token)."""
+    entry: dict[str, Any] = {
+        "app": snap.app,
+        "app_id": snap.app_id,
+        "up": snap.is_fresh(now),
+        "poll_interval_seconds": snap.poll_interval_seconds,
+        "last_attempt_at": _iso(snap.last_attempt_at),
+        "last_success_at": _iso(snap.fetched_at),
+        "consecutive_failures": snap.consecutive_failures,
+        "error": None
+        if snap.error is None
+        else {
+            "reason": snap.error.reason,
+            "message": snap.error.message,
+            "at": _iso(snap.error.at),
+            "retry_after_seconds": snap.error.retry_after_seconds,
+        },
+        "concurrency": None
+        if snap.concurrency is None
+        else {
+            "total_concurrent_number": snap.concurrency.total_concurrent_number,
+            "user_concurrent_number": snap.concurrency.user_concurrent_number,
+        },
+        "sessions": None,
+    }
+    if snap.sessions is not None:
+        oldest, _ = snap.sessions.oldest_and_sum(models.epoch_us(now))
+        entry["sessions"] = {
+            "count": len(snap.sessions),
+            "shape": snap.sessions.shape,
+            "oldest_age_seconds": None if oldest is None else round(oldest, 3),
+        }
+        if with_sessions:
+            entry["sessions"]["items"] = [
+                {
+                    "session_id": s.session_id,
+                    "started_at": _iso(s.started_at),
+                    "first_seen_at": _iso(s.first_seen_at),
+                    "age_seconds": None if (a := s.age_seconds(now)) is None else round(a, 3),
+                    "actionable": s.actionable,
+                }
+                for s in snap.sessions.sessions
+            ]
+    return entry
+
+
+def policy_plan_status(plan: PolicyPlan, at: datetime) -> dict[str, Any]:
+    """One policy's last evaluation for one APP, for ``/status`` and ``duixwatch plan -o json``."""
+    return {
+        "policy": plan.policy,
+        "app": plan.app,
+        "app_id": plan.app_id,
+        "action": plan.action,
+        "evaluated_at": at.isoformat(),
+        "dry_run": plan.dry_run,
+        "matched": [
+            {
+                "session_id": m.session_id,
+                "age_seconds": None if m.age_seconds is None else round(m.age_seconds, 3),
+                "reason": m.reason,
+                "protected": m.protected,
+            }
+            for m in plan.matched
+        ],
+        "actions": [
+            {"action": a.action, "session_id": a.session_id, "reason": a.reason}
+            for a in plan.actions
+        ],
+        "abort": None
+        if plan.abort is None
+        else {"reason": plan.abort.reason, "detail": plan.abort.detail},
+        "waiting": plan.waiting,
+    }
+
+
+def action_status(record: ActionRecord) -> dict[str, Any]:
+    """One recent action for ``/status``."""
+    return {
+        "at": record.at.isoformat(),
+        "cycle": record.cycle,
+        "policy": record.policy,
+        "app": record.app,
+        "action": record.action,
+        "session_id": record.session_id,
+        "outcome": record.outcome,
+        "reason": record.reason,
+        "error": record.error,
+    }
+
+
+def scaling_status(reading: ScalingReading, now: datetime) -> dict[str, Any]:
+    """The KEDA metrics-api body of one target (``valueLocation: desired_replicas``)."""
+    successes = [a.last_success_at for a in reading.apps if a.last_success_at is not None]
+    oldest = min(successes) if successes else None
+    return {
+        "target": reading.target,
+        "fresh": reading.fresh,
+        "sessions": reading.sessions,
+        "desired_replicas": reading.desired_replicas,
+        "raw_desired_replicas": reading.raw_desired_replicas,
+        "sessions_per_replica": reading.sessions_per_replica,
+        "min_replicas": reading.min_replicas,
+        "max_replicas": reading.max_replicas,
+        "computed_at": reading.computed_at.isoformat(),
+        "oldest_data_age_seconds": None
+        if oldest is None
+        else round((now - oldest).total_seconds(), 3),
+        "apps": [
+            {
+                "app": a.app,
+                "fresh": a.fresh,
+                "sessions": a.sessions,
+                "source": a.source,
+                "last_success_at": _iso(a.last_success_at),
+            }
+            for a in reading.apps
+        ],
+    }
+
+
+def status_html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> str:
+    esc = html.escape
+    rows = []
+    for e in entries:
+        sessions = e["sessions"] or {}
+        conc = e["concurrency"] or {}
+        error = e["error"]
+        rows.append(
+            "<tr>"
+            f"<td>{esc(e['app'])}</td><td>{esc(e['app_id'])}</td>"
+            f"<td class={'up' if e['up'] else 'down'}>{'up' if e['up'] else 'DOWN'}</td>"
+            f"<td>{esc(str(sessions.get('count', '-')))}</td>"
+            f"<td>{esc(str(conc.get('user_concurrent_number', '-')))}</td>"
+            f"<td>{esc(str(conc.get('total_concurrent_number', '-')))}</td>"
+            f"<td>{esc(format_age(sessions.get('oldest_age_seconds')))}</td>"
+            f"<td>{esc(e['last_success_at'] or 'never')}</td>"
+            f"<td>{esc(error['reason'] + ': ' + error['message']) if error else ''}</td>"
+            "</tr>"
+        )
+    facts = "".join(
+        f"<li>{esc(str(k))}: {esc(str(v))}</li>"
+        for k, v in info.items()
+        if k not in ("config", "policies", "recent_actions")
+    )
+    policy_rows = "".join(
+        "<tr>"
+        f"<td>{esc(p['policy'])}</td><td>{esc(p['app'])}</td>"
+        f"<td>{'dry run' if p['dry_run'] else 'ENFORCING'}</td>"
+        f"<td>{len(p['matched'])}</td><td>{len(p['actions'])}</td>"
+        f"<td>{esc(p['abort']['reason'] + ': ' + p['abort']['detail']) if p['abort'] else ''}"
+        f"{esc(p['waiting'] or '')}</td>"
+        "</tr>"
+        for p in info.get("policies", [])
+    )
+    action_rows = "".join(
+        "<tr>"
+        f"<td>{esc(a['at'])}</td><td>{esc(a['policy'])}</td><td>{esc(a['app'])}</td>"
+        f"<td>{esc(a['action'])}</td><td>{esc(a['session_id'] or '')}</td>"
+        f"<td>{esc(a['outcome'])}</td><td>{esc(a['error'] or a['reason'])}</td>"
+        "</tr>"
+        for a in info.get("recent_actions", [])[:50]
+    )
+    return (
+        "<!doctype html><html><head><meta charset=utf-8><title>duixwatch status</title>"
+        "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+        ".down{color:#b00;font-weight:bold}.up{color:#070}</style></head><body>"
+        f"<h1>duixwatch</h1><ul>{facts}</ul>"
+        "<table><tr><th>app</th><th>app id</th><th>state</th><th>sessions</th>"
+        "<th>user concurrency</th><th>total concurrency</th><th>oldest session</th>"
+        "<th>last success</th><th>last error</th></tr>"
+        + "".join(rows)
+        + "</table><h2>Policies (last evaluation)</h2><table><tr><th>policy</th><th>app</th>"
+        "<th>mode</th><th>matched</th><th>actions</th><th>abort / waiting</th></tr>"
+        + policy_rows
+        + "</table><h2>Recent actions</h2><table><tr><th>at</th><th>policy</th><th>app</th>"
+        "<th>action</th><th>session</th><th>outcome</th><th>detail</th></tr>"
+        + action_rows
+        + "</table><p>JSON: <a href='/status?format=json'>/status?format=json</a> · "
+        "<a href='/metrics'>/metrics</a></p></body></html>"
+    )

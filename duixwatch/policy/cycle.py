@@ -1,0 +1,107 @@
+"""The one policy cycle: select policies → read their for_seconds clocks → evaluate → persist →
+execute, for one APP's new snapshot.
+
+The daemon runs :meth:`PolicyCycle.run` after every poll; ``duixwatch plan`` calls
+:meth:`PolicyCycle.plan`, which is the same path up to the evaluation and stops there (it never
+moves a clock and never acts), so what ``plan`` shows is what enforcement does by construction
+(design.md §8 rule 9). The tests drive both.
+
+The clocks are read from and written to a :class:`ForClocks` (the daemon's state database,
+:class:`duixwatch.watch.state.StateStore`, so that a restart does not restart a wait).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from duixwatch.core import models
+from duixwatch.core.clock import Clock
+from duixwatch.policy import audit
+from duixwatch.policy.evaluate import evaluate
+from duixwatch.policy.executor import Executor, PolicyApp
+from duixwatch.policy.plan import Plan
+from duixwatch.policy.schema import PolicyConfig
+
+__all__ = ["ForClocks", "PolicyCycle"]
+
+
+class ForClocks(Protocol):
+    """Per APP and policy, when a ``max_sessions`` condition started to hold."""
+
+    def over_since(self, app_id: str, policy: str) -> datetime | None: ...
+    def set_over_since(self, app_id: str, policy: str, since: datetime | None) -> None: ...
+
+
+class PolicyCycle:
+    """Evaluates (and, with an executor, enforces) the policies of each APP's new snapshot.
+
+    ``last_plans`` keeps each APP's latest plan, for ``/status``.
+    """
+
+    def __init__(self, *, clocks: ForClocks, clock: Clock, executor: Executor | None = None):
+        self._clocks = clocks
+        self._clock = clock
+        self._executor = executor
+        self.last_plans: dict[str, Plan] = {}
+
+    def plan(
+        self,
+        app: PolicyApp,
+        snapshot: models.AppSnapshot | None,
+        *,
+        policies: Sequence[PolicyConfig],
+        enforcement_enabled: bool,
+        now: datetime | None = None,
+    ) -> Plan:
+        """What every policy that selects ``app`` would do now: no clock moves, nothing acts."""
+        return self._decide(app, snapshot, policies, enforcement_enabled, now)[0]
+
+    async def run(
+        self,
+        app: PolicyApp,
+        snapshot: models.AppSnapshot,
+        *,
+        policies: Sequence[PolicyConfig],
+        enforcement_enabled: bool,
+    ) -> Plan | None:
+        """The whole cycle; ``None`` when no policy selects ``app``."""
+        plan, clocks = self._decide(app, snapshot, policies, enforcement_enabled, None)
+        if not plan.policies:
+            self.last_plans.pop(app.name, None)
+            return None
+        for pplan in plan.policies:
+            if pplan.over_since != clocks.get(pplan.policy):
+                self._clocks.set_over_since(app.app_id, pplan.policy, pplan.over_since)
+        self.last_plans[app.name] = plan
+        if self._executor is not None:
+            await self._executor.execute(
+                plan, app, {p.name: p for p in policies}, cycle=audit.new_cycle_id(plan.at)
+            )
+        return plan
+
+    def forget_apps(self, keep: set[str]) -> None:
+        """Drop the plans of APPs no longer configured (names not in ``keep``)."""
+        for name in set(self.last_plans) - keep:
+            del self.last_plans[name]
+
+    def _decide(
+        self,
+        app: PolicyApp,
+        snapshot: models.AppSnapshot | None,
+        policies: Sequence[PolicyConfig],
+        enforcement_enabled: bool,
+        now: datetime | None,
+    ) -> tuple[Plan, dict[str, datetime | None]]:
+        selected = [p for p in policies if p.selects(app)]
+        clocks = {p.name: self._clocks.over_since(app.app_id, p.name) for p in selected}
+        plan = evaluate(
+            selected,
+            app,
+            snapshot,
+            now=self._clock.now() if now is None else now,
+            enforcement_enabled=enforcement_enabled,
+            over_since=clocks,
+        )
+        return plan, clocks
