@@ -1,10 +1,13 @@
 """The DUIX platform simulator: an ASGI app, a seeded workload model and injectable faults.
 
 Product code, used by ``duixwatch sim``, ``duixwatch demo``, the tests (in-process through
-``httpx.ASGITransport`` and over loopback) and the benchmarks. Layering: the simulator imports
-only ``errors``, ``clock``, ``models`` and ``settings`` from duixwatch, never the client.
+``httpx.ASGITransport`` and over loopback) and the benchmarks. Layering: the simulator
+imports only ``duixwatch.core`` and the ASGI runner of :mod:`duixwatch.http.serve`, never
+the client.
 
-* :mod:`~duixwatch.sim.model` state, workload, faults, statistics (no HTTP)
+* :mod:`~duixwatch.sim.model` the platform's state and workload (no HTTP)
+* :mod:`~duixwatch.sim.records` sessions, apps, avatars and the error an endpoint answers
+* :mod:`~duixwatch.sim.faults` injected faults and request statistics
 * :mod:`~duixwatch.sim.shapes` the ``getconcurrentList`` shapes
 * :mod:`~duixwatch.sim.documents` generated conversation documents
 * :mod:`~duixwatch.sim.app` the Starlette app (DUIX API, ``/_sim/`` control API)
@@ -17,16 +20,9 @@ from __future__ import annotations
 
 from duixwatch.sim.app import CONVERSATION_PATH, PREFIX, create_app
 from duixwatch.sim.config import render_config
-from duixwatch.sim.model import (
-    ENDPOINTS,
-    Fault,
-    Faults,
-    SimApp,
-    SimError,
-    SimSession,
-    Simulator,
-    Stats,
-)
+from duixwatch.sim.faults import ENDPOINTS, Fault, Faults, Stats
+from duixwatch.sim.model import Simulator
+from duixwatch.sim.records import SimApp, SimError, SimSession
 from duixwatch.sim.serve import serve
 from duixwatch.sim.shapes import DEFAULT_SHAPE, ListShape
 

@@ -28,14 +28,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from duixwatch.core import clock as clock_mod
-from duixwatch.sim import dialog, model, shapes
+from duixwatch.sim import dialog, faults, model, records, shapes
 
 __all__ = ["CONVERSATION_PATH", "PREFIX", "Hangs", "create_app"]
 
 PREFIX = "/duix-openapi-v2/sdk/v2"
 CONVERSATION_PATH = "/duix-openapi-v2/sdk/getConversationById"
 
-_FAULT_FIELDS = frozenset(model.Fault.__dataclass_fields__)
+_FAULT_FIELDS = frozenset(faults.Fault.__dataclass_fields__)
 _SESSION_FIELDS = frozenset({"count", "age_seconds", "session_id", "with_id", "with_start"})
 _MAX_SESSIONS_PER_CALL = 10_000
 #: Bound on the ASGI messages read while watching a hanging request for a disconnect.
@@ -52,7 +52,7 @@ def _json(body: Any, status_code: int = 200, headers: dict[str, str] | None = No
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
-def _error_response(error: model.SimError) -> Response:
+def _error_response(error: records.SimError) -> Response:
     if error.http_status == 200:
         body = {"code": error.code, "message": error.message, "data": None, "success": False}
     else:
@@ -80,7 +80,7 @@ def _truncated(response: Response) -> Response:
 class Hangs:
     """The requests a ``hang`` fault is holding, so a shutting-down server can let them go.
 
-    A hang ends when the simulator's clock has slept :data:`~duixwatch.sim.model.HANG_SECONDS`,
+    A hang ends when the simulator's clock has slept :data:`~duixwatch.sim.faults.HANG_SECONDS`,
     when the client disconnects, or when :meth:`release` is called (``serve`` does, before it
     asks uvicorn to shut down, so held requests never stall the shutdown).
     """
@@ -104,7 +104,7 @@ class Hangs:
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_cancel_on_disconnect, request, tg.cancel_scope)
-                    await clock.sleep(model.HANG_SECONDS)
+                    await clock.sleep(faults.HANG_SECONDS)
                     completed = True
                     tg.cancel_scope.cancel()
             finally:
@@ -128,7 +128,7 @@ class _Api:
     def __init__(self, sim: model.Simulator, hangs: Hangs) -> None:
         self.sim = sim
         self.hangs = hangs
-        self._handlers: dict[str, Callable[[Request, model.SimApp], Awaitable[Response]]] = {
+        self._handlers: dict[str, Callable[[Request, records.SimApp], Awaitable[Response]]] = {
             "getconcurrentNumber": self._concurrent_number,
             "getconcurrentList": self._concurrent_list,
             "distroyCallSessionsByAppId": self._close_all,
@@ -140,7 +140,7 @@ class _Api:
 
     def routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = []
-        for endpoint in model.ENDPOINTS:
+        for endpoint in faults.ENDPOINTS:
             method = "POST" if endpoint == "createAvatar" else "GET"
             routes.append(Route(f"{PREFIX}/{endpoint}", self._entry(endpoint), methods=[method]))
         routes.append(Route(CONVERSATION_PATH, self._entry("getConversationById"), methods=["GET"]))
@@ -171,9 +171,9 @@ class _Api:
             try:
                 app = sim.authenticate(token, query_app_id=query_app_id)
                 if endpoint in model.APP_ID_ENDPOINTS and not query_app_id:
-                    raise model.bad_request("the query parameter appId is required")
+                    raise records.bad_request("the query parameter appId is required")
                 response = await self._handlers[endpoint](request, app)
-            except model.SimError as error:
+            except records.SimError as error:
                 response = _error_response(error)
             if fault is not None and fault.malformed:
                 return _truncated(response)
@@ -181,7 +181,7 @@ class _Api:
         finally:
             sim.stats.leave()
 
-    async def _apply_fault(self, fault: model.Fault, request: Request) -> Response | None:
+    async def _apply_fault(self, fault: faults.Fault, request: Request) -> Response | None:
         """Delay, then the fault's refusal if it has one (``None``: go on and answer)."""
         path = request.url.path
         delay = self.sim.faults.delay_seconds(fault)
@@ -196,54 +196,54 @@ class _Api:
         if fault.status is not None:
             return _http_error(fault.status, path)
         if fault.reject_token:
-            return _error_response(model.SimError("1006", "token expired or invalid"))
+            return _error_response(records.SimError("1006", "token expired or invalid"))
         if fault.code is not None:
-            return _error_response(model.SimError(fault.code, f"simulated error {fault.code}"))
+            return _error_response(records.SimError(fault.code, f"simulated error {fault.code}"))
         return None
 
     # ------------------------------------------------------------------ endpoints
 
-    async def _concurrent_number(self, request: Request, app: model.SimApp) -> Response:
+    async def _concurrent_number(self, request: Request, app: records.SimApp) -> Response:
         data = self.sim.concurrent_number(app)
         return _json({"code": "0", "message": "SUCCESS", "data": data, "success": True})
 
-    async def _concurrent_list(self, request: Request, app: model.SimApp) -> Response:
+    async def _concurrent_list(self, request: Request, app: records.SimApp) -> Response:
         data = self.sim.concurrent_list(app)
         return _json({"code": "200", "msg": "success", "data": data, "success": True})
 
-    async def _close_all(self, request: Request, app: model.SimApp) -> Response:
+    async def _close_all(self, request: Request, app: records.SimApp) -> Response:
         closed = self.sim.close_all(app)
         return _json({"code": "0", "message": "SUCCESS", "data": closed, "success": True})
 
-    async def _stop_session(self, request: Request, app: model.SimApp) -> Response:
+    async def _stop_session(self, request: Request, app: records.SimApp) -> Response:
         uuid = request.query_params.get("uuid")
         if not uuid:
-            raise model.bad_request("the query parameter uuid is required")
+            raise records.bad_request("the query parameter uuid is required")
         self.sim.stop_session(app, uuid)
         return _json({"code": "", "message": "", "data": None, "success": True})
 
-    async def _conversation(self, request: Request, app: model.SimApp) -> Response:
+    async def _conversation(self, request: Request, app: records.SimApp) -> Response:
         conversation_id = request.query_params.get("conversationId")
         if not conversation_id:
-            raise model.bad_request("the query parameter conversationId is required")
+            raise records.bad_request("the query parameter conversationId is required")
         data = self.sim.conversation(app, conversation_id)
         body = {"success": True, "code": "0", "message": "SUCCESS", "msg": "SUCCESS", "data": data}
         return _json(body)
 
-    async def _create_avatar(self, request: Request, app: model.SimApp) -> Response:
+    async def _create_avatar(self, request: Request, app: records.SimApp) -> Response:
         try:
             body = json.loads(await request.body())
         except ValueError as exc:
-            raise model.bad_request("the body must be JSON") from exc
+            raise records.bad_request("the body must be JSON") from exc
         avatar_id = self.sim.create_avatar(app, body)
         return _json({"code": "200", "msg": "success", "data": {"id": avatar_id}, "success": True})
 
-    async def _query_avatar(self, request: Request, app: model.SimApp) -> Response:
+    async def _query_avatar(self, request: Request, app: records.SimApp) -> Response:
         raw = request.query_params.get("id", "")
         try:
             avatar_id = int(raw)
         except ValueError as exc:
-            raise model.bad_request("the query parameter id must be an integer") from exc
+            raise records.bad_request("the query parameter id must be an integer") from exc
         data = self.sim.query_avatar(app, avatar_id)
         return _json({"code": "0", "msg": "success", "data": data, "success": True})
 
@@ -334,7 +334,7 @@ class _Control:
             for _ in range(count)
         ]
         now = self.sim.clock.now()
-        return _json({"sessions": [model.session_dict(s, now) for s in created]}, 201)
+        return _json({"sessions": [records.session_dict(s, now) for s in created]}, 201)
 
     async def end_session(self, request: Request) -> Response:
         app = self.sim.app(request.path_params["app"])
@@ -342,7 +342,7 @@ class _Control:
         if session.app_id != app.app_id:
             raise KeyError(f"no session {session.session_id!r} in app {app.name!r}")
         self.sim.end_session(session.session_id)
-        return _json({"session": model.session_dict(session, self.sim.clock.now())})
+        return _json({"session": records.session_dict(session, self.sim.clock.now())})
 
     async def set_shape(self, request: Request) -> Response:
         app = self.sim.app(request.path_params["app"])

@@ -1,4 +1,4 @@
-"""The simulated DUIX platform's state: apps, sessions, workload, faults, avatars, statistics.
+"""The simulated DUIX platform's state: apps, sessions, workload, avatars, tokens.
 
 Pure Python, no HTTP: :mod:`duixwatch.sim.app` turns requests into calls on a
 :class:`Simulator` and its answers (or :class:`SimError`) into envelopes.
@@ -15,9 +15,8 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -27,35 +26,32 @@ import pydantic
 from duixwatch.core import clock as clock_mod
 from duixwatch.core.documents import AvatarSpec
 from duixwatch.sim import documents, shapes
+from duixwatch.sim.faults import Faults, Stats
+from duixwatch.sim.records import (
+    ClosedBy,
+    SimApp,
+    SimAvatar,
+    SimSession,
+    Workload,
+    bad_app,
+    bad_request,
+    is_number,
+    iso,
+    no_such,
+    session_dict,
+    token_empty,
+    token_invalid,
+    utc,
+)
 
 __all__ = [
     "APP_ID_ENDPOINTS",
     "APP_NAMES",
-    "ENDPOINTS",
-    "HANG_SECONDS",
     "MAX_EVENTS_PER_ADVANCE",
     "TRAINING_SECONDS",
-    "ClosedBy",
-    "Fault",
-    "Faults",
-    "SimApp",
-    "SimError",
-    "SimSession",
     "Simulator",
-    "Stats",
-    "bad_request",
-    "session_dict",
 ]
 
-ENDPOINTS: tuple[str, ...] = (
-    "getconcurrentNumber",
-    "getconcurrentList",
-    "distroyCallSessionsByAppId",
-    "sessionStop",
-    "getConversationById",
-    "createAvatar",
-    "queryAvatar",
-)
 #: Endpoints whose query names the app (``appId=``); the others act for the token's app.
 APP_ID_ENDPOINTS = frozenset(
     {"getconcurrentNumber", "getconcurrentList", "distroyCallSessionsByAppId"}
@@ -74,8 +70,6 @@ APP_NAMES = (
     "clinic-reception",
 )
 
-#: A ``hang`` fault sleeps this long (on the simulator's clock) before giving up with a 504.
-HANG_SECONDS = 600.0
 #: Bound on the workload events played by one catch-up; beyond it the workload skips ahead.
 MAX_EVENTS_PER_ADVANCE = 100_000
 #: An avatar trains for this long (clock time) before ``queryAvatar`` reports an outcome.
@@ -86,326 +80,6 @@ MAX_TOKENS_SEEN = 10_000
 MAX_APPS = 50_000
 #: Sessions older than this are "stale" for the demo's max-age policy.
 STALE_AGE_SECONDS = 45 * 60
-
-ClosedBy = Literal["sessionStop", "distroyCallSessionsByAppId", "hangup"]
-
-
-class SimError(Exception):
-    """The platform's refusal: an envelope ``code`` (HTTP 200) or a plain HTTP error.
-
-    ``http_status`` 200 renders as ``{"code", "message", "data": null, "success": false}``;
-    any other status renders as ``{"code", "msg", "data": null, "success": false}`` with that
-    status (the shape the platform uses for a rejected request body).
-    """
-
-    def __init__(self, code: str, message: str, *, http_status: int = 200) -> None:
-        self.code = code
-        self.message = message
-        self.http_status = http_status
-        super().__init__(f"{code}: {message}")
-
-
-def _token_empty() -> SimError:
-    return SimError("1005", "token is empty")
-
-
-def _token_invalid(detail: str) -> SimError:
-    return SimError("1006", f"token expired or invalid: {detail}")
-
-
-def _bad_app(detail: str) -> SimError:
-    return SimError("40001", f"appId or appKey error: {detail}")
-
-
-def _no_such(what: str) -> SimError:
-    return SimError("2002", f"{what} does not exist")
-
-
-def bad_request(message: str) -> SimError:
-    """HTTP 400 with the platform's ``{"code": "400", "msg": …}`` body."""
-    return SimError("400", message, http_status=400)
-
-
-# --------------------------------------------------------------------------- sessions and apps
-
-
-@dataclass(slots=True, eq=False)
-class SimSession:
-    """One session of the simulated platform, live or closed.
-
-    ``ends_at`` is when the user will hang up (workload sessions), ``None`` for sessions that
-    live until something closes them (added explicitly, or abandoned by their user).
-    """
-
-    session_id: str
-    app_id: str
-    started_at: datetime
-    with_id: bool = True
-    with_start: bool = True
-    ends_at: datetime | None = None
-    user_id: str = ""
-    closed_at: datetime | None = None
-    closed_by: ClosedBy | None = None
-
-    @property
-    def closed(self) -> bool:
-        """Whether the session has ended (by a stop, a close-all or the user hanging up)."""
-        return self.closed_at is not None
-
-    def age_seconds(self, now: datetime) -> float:
-        """Seconds since the session started (never negative)."""
-        return max(0.0, (now - self.started_at).total_seconds())
-
-
-@dataclass(slots=True, eq=False)
-class SimApp:
-    """One simulated DUIX APP: its credentials, limit, list shape and seeded documents."""
-
-    app_id: str
-    name: str
-    app_key: str
-    concurrency_limit: int
-    shape: shapes.ListShape
-    crop_id: str
-    user_id: str
-    conversation_id: str
-    #: Workload arrivals turned away because the app was at its concurrency limit.
-    refused: int = 0
-
-
-@dataclass(slots=True, eq=False)
-class _Workload:
-    """One app's arrival process: its RNG, the next arrival, and the planned hang-ups."""
-
-    rng: random.Random
-    next_arrival: float  # epoch seconds; math.inf when there are no arrivals
-    ends: list[tuple[float, int, str]] = field(default_factory=list)  # heap (ts, seq, id)
-    seq: int = 0
-
-
-@dataclass(slots=True, eq=False)
-class _Avatar:
-    avatar_id: int
-    app_id: str
-    name: str
-    profile: str | None
-    created_at: datetime
-    conversation_id: str | None = None
-
-
-# --------------------------------------------------------------------------- faults
-
-
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """A misbehaviour injected for requests to ``endpoint`` of ``app`` (``"*"``: any).
-
-    Applied in this order: ``latency_seconds`` plus up to ``jitter_seconds`` (seeded) of delay;
-    then the first of ``hang`` (sleep :data:`HANG_SECONDS` on the clock, then HTTP 504; the
-    hang ends early if the client disconnects, or with 503 when a server shuts down), ``status`` /
-    ``retry_after_seconds`` (that status, 429 by default when a Retry-After is set),
-    ``reject_token`` (code 1006), ``code`` (``success:false`` with that code). ``malformed``
-    lets the request take effect and truncates the JSON answer. ``times`` is how many more
-    matching requests the fault applies to (``None``: until cleared).
-    """
-
-    app: str = "*"
-    endpoint: str = "*"
-    status: int | None = None
-    retry_after_seconds: float | None = None
-    code: str | None = None
-    malformed: bool = False
-    hang: bool = False
-    latency_seconds: float = 0.0
-    jitter_seconds: float = 0.0
-    reject_token: bool = False
-    times: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fault as JSON-ready values (for the control API)."""
-        return {
-            "app": self.app,
-            "endpoint": self.endpoint,
-            "status": self.status,
-            "retry_after_seconds": self.retry_after_seconds,
-            "code": self.code,
-            "malformed": self.malformed,
-            "hang": self.hang,
-            "latency_seconds": self.latency_seconds,
-            "jitter_seconds": self.jitter_seconds,
-            "reject_token": self.reject_token,
-            "times": self.times,
-        }
-
-
-class Faults:
-    """The fault table: at most one fault per (app, endpoint); the most specific match wins.
-
-    Specificity, most specific first: (app, endpoint), (app, ``*``), (``*``, endpoint),
-    (``*``, ``*``).
-    """
-
-    def __init__(self, resolve_app: Callable[[str], str], rng: random.Random) -> None:
-        self._resolve_app = resolve_app
-        self._rng = rng
-        self._table: dict[tuple[str, str], Fault] = {}
-
-    def _app_key(self, app: str) -> str:
-        return "*" if app == "*" else self._resolve_app(app)
-
-    def set(
-        self,
-        app: str = "*",
-        endpoint: str = "*",
-        *,
-        status: int | None = None,
-        retry_after_seconds: float | None = None,
-        code: str | int | None = None,
-        malformed: bool = False,
-        hang: bool = False,
-        latency_seconds: float = 0.0,
-        jitter_seconds: float = 0.0,
-        reject_token: bool = False,
-        times: int | None = None,
-    ) -> Fault:
-        """Install a fault (replacing the one for the same app and endpoint) and return it.
-
-        ``app`` is an app id, an app name or ``"*"``; ``endpoint`` one of :data:`ENDPOINTS` or
-        ``"*"``. Raises :class:`ValueError` (or :class:`KeyError` for an unknown app).
-        """
-        if endpoint != "*" and endpoint not in ENDPOINTS:
-            raise ValueError(f"unknown endpoint {endpoint!r}; expected '*' or one of {ENDPOINTS}")
-        if status is not None and not 400 <= status <= 599:
-            raise ValueError("status must be an HTTP error status (400..599)")
-        if retry_after_seconds is not None and not 0 <= retry_after_seconds <= 86_400:
-            raise ValueError("retry_after_seconds must be between 0 and 86400")
-        if not 0 <= latency_seconds <= HANG_SECONDS or not 0 <= jitter_seconds <= HANG_SECONDS:
-            raise ValueError(f"latency and jitter must be between 0 and {HANG_SECONDS:g} s")
-        if times is not None and times < 1:
-            raise ValueError("times must be at least 1 (or None for until cleared)")
-        if code is not None and str(code) == "":
-            raise ValueError("code must not be empty")
-        fault = Fault(
-            app=self._app_key(app),
-            endpoint=endpoint,
-            status=status,
-            retry_after_seconds=retry_after_seconds,
-            code=None if code is None else str(code),
-            malformed=malformed,
-            hang=hang,
-            latency_seconds=latency_seconds,
-            jitter_seconds=jitter_seconds,
-            reject_token=reject_token,
-            times=times,
-        )
-        self._table[(fault.app, fault.endpoint)] = fault
-        return fault
-
-    def clear(self, app: str | None = None, endpoint: str | None = None) -> int:
-        """Remove the faults matching ``app`` and ``endpoint`` (``None``: any); return how many."""
-        app_key = None if app is None else self._app_key(app)
-        doomed = [
-            key
-            for key in self._table
-            if (app_key is None or key[0] == app_key) and (endpoint is None or key[1] == endpoint)
-        ]
-        for key in doomed:
-            del self._table[key]
-        return len(doomed)
-
-    def active(self) -> list[Fault]:
-        """The installed faults (``times`` shows how many uses are left)."""
-        return list(self._table.values())
-
-    def take(self, app_id: str | None, endpoint: str) -> Fault | None:
-        """The fault for one request, using up one of its ``times``."""
-        candidates = [(app_id, endpoint), (app_id, "*"), ("*", endpoint), ("*", "*")]
-        for app_key, endpoint_key in candidates:
-            if app_key is None:
-                continue
-            fault = self._table.get((app_key, endpoint_key))
-            if fault is None:
-                continue
-            if fault.times is not None:
-                if fault.times <= 1:
-                    del self._table[(app_key, endpoint_key)]
-                else:
-                    self._table[(app_key, endpoint_key)] = _with_times(fault, fault.times - 1)
-            return fault
-        return None
-
-    def delay_seconds(self, fault: Fault) -> float:
-        """The latency to add for one request: the fault's latency plus seeded jitter."""
-        jitter = self._rng.uniform(0.0, fault.jitter_seconds) if fault.jitter_seconds else 0.0
-        return fault.latency_seconds + jitter
-
-
-def _with_times(fault: Fault, times: int) -> Fault:
-    values = fault.to_dict()
-    values["times"] = times
-    return Fault(**values)
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-@dataclass(slots=True)
-class Stats:
-    """What reached the API: requests per (app id, endpoint) and concurrency.
-
-    ``requests`` counts every request that reached an endpoint, rejected ones included
-    (app id ``""`` when the request named none); ``in_flight`` is how many API requests are
-    executing now and ``max_in_flight`` its high-water mark.
-    """
-
-    requests: dict[tuple[str, str], int] = field(default_factory=dict)
-    in_flight: int = 0
-    max_in_flight: int = 0
-
-    def count(self, app_id: str, endpoint: str) -> None:
-        """Record one request."""
-        key = (app_id, endpoint)
-        self.requests[key] = self.requests.get(key, 0) + 1
-
-    def enter(self) -> None:
-        """A request starts executing."""
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-
-    def leave(self) -> None:
-        """A request finished (answered, failed or cancelled)."""
-        self.in_flight -= 1
-
-    def reset(self) -> None:
-        """Forget the counts; the high-water mark restarts from the requests in flight now."""
-        self.requests.clear()
-        self.max_in_flight = self.in_flight
-
-    def total(self, endpoint: str | None = None) -> int:
-        """Requests counted so far, for one endpoint or all."""
-        return sum(n for (_, ep), n in self.requests.items() if endpoint in (None, ep))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready statistics (for the control API)."""
-        return {
-            "requests": [
-                {"app_id": app_id, "endpoint": endpoint, "count": count}
-                for (app_id, endpoint), count in sorted(self.requests.items())
-            ],
-            "in_flight": self.in_flight,
-            "max_in_flight": self.max_in_flight,
-        }
-
-
-# --------------------------------------------------------------------------- the simulator
-
-
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class Simulator:
@@ -460,9 +134,9 @@ class Simulator:
         self._sessions: dict[str, SimSession] = {}
         self._live: dict[str, dict[str, SimSession]] = {}
         self._closed_count: dict[str, int] = {}
-        self._workloads: dict[str, _Workload] = {}
+        self._workloads: dict[str, Workload] = {}
         self._conversations: dict[str, tuple[str, dict[str, Any]]] = {}
-        self._avatars: dict[int, _Avatar] = {}
+        self._avatars: dict[int, SimAvatar] = {}
         self._ids_rng = self._rng("ids")
         self._docs_rng = self._rng("documents")
         self._next_avatar_id = self._rng("avatars").randint(10_000, 99_999)
@@ -531,10 +205,10 @@ class Simulator:
                 return candidate
         raise RuntimeError("could not draw a unique 19-digit id")  # pragma: no cover
 
-    def _start_workload(self, index: int, app: SimApp, now: datetime) -> _Workload:
+    def _start_workload(self, index: int, app: SimApp, now: datetime) -> Workload:
         rng = self._rng(f"{index}:workload")
         now_ts = now.timestamp()
-        workload = _Workload(rng=rng, next_arrival=math.inf)
+        workload = Workload(rng=rng, next_arrival=math.inf)
         initial = round(app.concurrency_limit * rng.uniform(0.4, 0.6))
         stale = min(initial, rng.randint(1, 3))
         for position in range(initial):
@@ -557,7 +231,7 @@ class Simulator:
     def _start_workload_session(
         self,
         app: SimApp,
-        workload: _Workload,
+        workload: Workload,
         started_ts: float,
         ends_ts: float | None,
         ids: tuple[str, str] | None = None,
@@ -568,8 +242,8 @@ class Simulator:
         session = SimSession(
             session_id=session_id,
             app_id=app.app_id,
-            started_at=_utc(started_ts),
-            ends_at=None if ends_ts is None else _utc(ends_ts),
+            started_at=utc(started_ts),
+            ends_at=None if ends_ts is None else utc(ends_ts),
             user_id=user_id,
         )
         self._register(session)
@@ -600,7 +274,7 @@ class Simulator:
                     self._advance_app(app, workload, now_ts)
         self._advanced_to = now_ts
 
-    def _advance_app(self, app: SimApp, workload: _Workload, now_ts: float) -> None:
+    def _advance_app(self, app: SimApp, workload: Workload, now_ts: float) -> None:
         rng = workload.rng
         for _ in range(MAX_EVENTS_PER_ADVANCE):
             next_end = workload.ends[0][0] if workload.ends else math.inf
@@ -608,7 +282,7 @@ class Simulator:
                 return
             if next_end <= workload.next_arrival:
                 end_ts, _, session_id = heapq.heappop(workload.ends)
-                self._close(self._sessions[session_id], "hangup", _utc(end_ts))
+                self._close(self._sessions[session_id], "hangup", utc(end_ts))
                 continue
             arrival = workload.next_arrival
             # Draw the same numbers whether or not the arrival is refused, so that one
@@ -625,7 +299,7 @@ class Simulator:
         # Too far behind (a clock jump): skip ahead instead of replaying every event.
         for end_ts, _, session_id in workload.ends:
             if end_ts <= now_ts:
-                self._close(self._sessions[session_id], "hangup", _utc(end_ts))
+                self._close(self._sessions[session_id], "hangup", utc(end_ts))
         workload.ends = [entry for entry in workload.ends if entry[0] > now_ts]
         heapq.heapify(workload.ends)
         workload.next_arrival = self._next_gap(rng, now_ts)
@@ -734,7 +408,7 @@ class Simulator:
         self.advance()
         now = self.clock.now()
         return {
-            "now": _iso(now),
+            "now": iso(now),
             "seed": self.seed,
             "timezone": self.timezone,
             "apps": [
@@ -774,17 +448,17 @@ class Simulator:
         unknown ``appId`` claim, or a query ``appId`` naming another app → 40001.
         """
         if not token:
-            raise _token_empty()
+            raise token_empty()
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.InvalidTokenError as exc:
-            raise _token_invalid("not a JWT") from exc
+            raise token_invalid("not a JWT") from exc
         app_id = unverified.get("appId")
         if not isinstance(app_id, str) or not app_id:
-            raise _token_invalid("no appId claim")
+            raise token_invalid("no appId claim")
         app = self._app_by_id(app_id)
         if app is None:
-            raise _bad_app("unknown appId")
+            raise bad_app("unknown appId")
         try:
             claims = jwt.decode(
                 token,
@@ -798,18 +472,18 @@ class Simulator:
                 },
             )
         except jwt.InvalidSignatureError as exc:
-            raise _token_invalid("signature verification failed") from exc
+            raise token_invalid("signature verification failed") from exc
         except jwt.MissingRequiredClaimError as exc:
-            raise _token_invalid(f"missing claim {exc.claim}") from exc
+            raise token_invalid(f"missing claim {exc.claim}") from exc
         except jwt.InvalidTokenError as exc:
-            raise _token_invalid("cannot verify") from exc
+            raise token_invalid("cannot verify") from exc
         exp, iat = claims["exp"], claims["iat"]
-        if not _is_number(exp) or not _is_number(iat):
-            raise _token_invalid("exp and iat must be numbers")
+        if not is_number(exp) or not is_number(iat):
+            raise token_invalid("exp and iat must be numbers")
         if exp <= self.clock.now().timestamp():
-            raise _token_invalid("expired")
+            raise token_invalid("expired")
         if query_app_id is not None and query_app_id != app.app_id:
-            raise _bad_app("appId does not match the token")
+            raise bad_app("appId does not match the token")
         self.record_token(claims)
         return app
 
@@ -843,7 +517,7 @@ class Simulator:
         self.advance()
         session = self._live[app.app_id].get(session_id)
         if session is None:
-            raise _no_such("session")
+            raise no_such("session")
         self._close(session, "sessionStop", self.clock.now())
         return session
 
@@ -860,7 +534,7 @@ class Simulator:
         """``getConversationById`` ``data`` for one of ``app``'s conversations, else 2002."""
         entry = self._conversations.get(conversation_id)
         if entry is None or entry[0] != app.app_id:
-            raise _no_such("conversation")
+            raise no_such("conversation")
         return entry[1]
 
     def create_avatar(self, app: SimApp, body: object) -> int:
@@ -884,7 +558,7 @@ class Simulator:
             raise bad_request(f"invalid fields: {', '.join(fields)}") from exc
         avatar_id = self._next_avatar_id
         self._next_avatar_id += 1
-        self._avatars[avatar_id] = _Avatar(
+        self._avatars[avatar_id] = SimAvatar(
             avatar_id=avatar_id,
             app_id=app.app_id,
             name=spec.avatar_name,
@@ -900,7 +574,7 @@ class Simulator:
         """
         avatar = self._avatars.get(avatar_id)
         if avatar is None or avatar.app_id != app.app_id:
-            raise _no_such("avatar")
+            raise no_such("avatar")
         trained = self.clock.now() >= avatar.created_at + timedelta(seconds=TRAINING_SECONDS)
         failed = "fail" in avatar.name.lower()
         status = 0 if not trained else (2 if failed else 1)
@@ -926,22 +600,3 @@ class Simulator:
             else None,
             "defaultConversationId": avatar.conversation_id if status == 1 else None,
         }
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def session_dict(session: SimSession, now: datetime) -> dict[str, Any]:
-    """A session as JSON-ready values (for the control API)."""
-    return {
-        "session_id": session.session_id,
-        "app_id": session.app_id,
-        "started_at": _iso(session.started_at),
-        "age_seconds": round(session.age_seconds(now), 3),
-        "with_id": session.with_id,
-        "with_start": session.with_start,
-        "closed": session.closed,
-        "closed_at": _iso(session.closed_at),
-        "closed_by": session.closed_by,
-    }
