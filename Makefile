@@ -1,5 +1,5 @@
 # duixwatch — the commands the README promises. Every target sets up .venv itself.
-#   make demo    the simulator (and, from the daemon issue on, the daemon) on loopback
+#   make demo    the simulator and the daemon on loopback
 #   make test    every test
 #   make check   format, lint, types, layer contracts
 

@@ -53,6 +53,14 @@ ENDPOINTS = (
 )
 
 
+#: The endpoints that take a POST with a JSON body; every other one is a GET.
+POST_ENDPOINTS = frozenset({"createAvatar"})
+
+
+def _method(endpoint: str) -> str:
+    return "POST" if endpoint in POST_ENDPOINTS else "GET"
+
+
 class RequestObserver(Protocol):
     """Told about every HTTP attempt: endpoint, ``success`` or the error reason, duration."""
 
@@ -210,7 +218,7 @@ class DuixClient:
     ) -> documents.AvatarCreated:
         """Start training an avatar (``createAvatar``). Not retried: it creates something."""
         body = spec.model_dump(by_alias=True, exclude_none=True)
-        data = await self._call(app, "createAvatar", method="POST", json_body=body, write=True)
+        data = await self._call(app, "createAvatar", json_body=body, write=True)
         return self._parsed("createAvatar", parse.parse_avatar_created, data)
 
     async def query_avatar(self, app: models.AppCredentials, avatar_id: str) -> documents.Avatar:
@@ -227,7 +235,7 @@ class DuixClient:
             return parser(data)
         except errors.ResponseParseError as exc:
             raise errors.ApiMalformed(
-                str(exc), method="GET", path=self._path(endpoint), status=200
+                str(exc), method=_method(endpoint), path=self._path(endpoint), status=200
             ) from exc
 
     async def _call(
@@ -235,7 +243,6 @@ class DuixClient:
         app: models.AppCredentials,
         endpoint: str,
         *,
-        method: str = "GET",
         params: Mapping[str, str] | None = None,
         json_body: Any = None,
         write: bool = False,
@@ -247,7 +254,12 @@ class DuixClient:
         while True:
             try:
                 return await self._attempt(
-                    app, endpoint, method=method, params=params, json_body=json_body, write=write
+                    app,
+                    endpoint,
+                    method=_method(endpoint),
+                    params=params,
+                    json_body=json_body,
+                    write=write,
                 )
             except errors.ApiAuthRejected:
                 if reminted:

@@ -21,7 +21,7 @@ from duixwatch.core.clock import Clock
 from duixwatch.policy import audit
 from duixwatch.policy.evaluate import evaluate
 from duixwatch.policy.executor import Executor, PolicyApp
-from duixwatch.policy.plan import Plan
+from duixwatch.policy.plan import ActionRecord, Plan
 from duixwatch.policy.schema import PolicyConfig
 
 __all__ = ["ForClocks", "PolicyCycle"]
@@ -65,8 +65,9 @@ class PolicyCycle:
         *,
         policies: Sequence[PolicyConfig],
         enforcement_enabled: bool,
-    ) -> Plan | None:
-        """The whole cycle; ``None`` when no policy selects ``app``."""
+    ) -> tuple[Plan, list[ActionRecord]] | None:
+        """The whole cycle: the plan and what was done (or, as dry runs, would have been);
+        ``None`` when no policy selects ``app``."""
         plan, clocks = self._decide(app, snapshot, policies, enforcement_enabled, None)
         if not plan.policies:
             self.last_plans.pop(app.name, None)
@@ -75,11 +76,12 @@ class PolicyCycle:
             if pplan.over_since != clocks.get(pplan.policy):
                 self._clocks.set_over_since(app.app_id, pplan.policy, pplan.over_since)
         self.last_plans[app.name] = plan
-        if self._executor is not None:
-            await self._executor.execute(
-                plan, app, {p.name: p for p in policies}, cycle=audit.new_cycle_id(plan.at)
-            )
-        return plan
+        if self._executor is None:
+            return plan, []
+        done = await self._executor.execute(
+            plan, app, {p.name: p for p in policies}, cycle=audit.new_cycle_id(plan.at)
+        )
+        return plan, done
 
     def forget_apps(self, keep: set[str]) -> None:
         """Drop the plans of APPs no longer configured (names not in ``keep``)."""

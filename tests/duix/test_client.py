@@ -408,3 +408,24 @@ async def test_no_error_ever_contains_the_app_key_or_the_token(
             assert key not in text
             assert token not in text
     assert key not in repr(client)
+
+
+async def test_an_answer_that_cannot_be_read_names_the_method_that_was_sent(
+    clock: FakeClock,
+) -> None:
+    """A POST whose envelope succeeded but whose data is not the documented shape is reported
+    as the POST it was (the reading step used to say GET for every endpoint)."""
+
+    def platform(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"code": "0", "success": True, "data": {"odd": 1}})
+
+    config = DuixSettings(base_url="http://duix.test", read_retries=0)
+    async with DuixClient(config, clock=clock, transport=httpx.MockTransport(platform)) as client:
+        credentials = models.AppCredentials(app_id="1", app_key=SecretStr("k" * 32))
+        spec = documents.AvatarSpec(custom_type=2, avatar_name="a", cover_url="http://x/p.png")
+        with pytest.raises(errors.ApiMalformed) as created:
+            await client.create_avatar(credentials, spec)
+        with pytest.raises(errors.ApiMalformed) as queried:
+            await client.concurrency(credentials)
+    assert (created.value.method, str(created.value).split(" ")[0]) == ("POST", "POST")
+    assert queried.value.method == "GET"

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 
+import httpx
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from duixwatch.core import models
-from duixwatch.export import apps, metrics
+from duixwatch.export import apps, exposition, metrics
 from duixwatch.export.exposition import Registry
+from duixwatch.http import server
 from tests.fakes import FakeClock
 from tests.tools import require_tool
 
@@ -628,3 +631,90 @@ def test_promtool_accepts_the_exposition_of_a_realistic_registry(
 
     assert result.stdout.decode() + result.stderr.decode() == "", body.decode()
     assert result.returncode == 0
+
+
+# --------------------------------------------------------------- one table, one registry
+
+
+class _View:
+    """The least of a daemon the HTTP surface needs to serve /metrics."""
+
+    def snapshots(self) -> list[models.AppSnapshot]:
+        return []
+
+    def pending(self) -> list[str]:
+        return []
+
+    def overdue(self) -> list[str]:
+        return []
+
+    def info(self) -> dict[str, object]:
+        return {}
+
+    def scaling(self, target: str) -> None:
+        return None
+
+
+async def served(m: metrics.Metrics, clock: FakeClock, accept: str | None) -> str:
+    """GET /metrics from the daemon's HTTP app, in process."""
+    app = server.create_app(render=m.render_chunks, view=_View(), clock=clock)
+    headers = {"accept": accept} if accept else {}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://duixwatch.test"
+    ) as http:
+        response = await http.get("/metrics", headers=headers)
+    assert response.status_code == 200
+    return response.text
+
+
+@pytest.mark.parametrize("accept", [None, OPENMETRICS_ACCEPT])
+async def test_a_new_per_app_metric_is_one_row_of_the_table(
+    registry: CollectorRegistry, store: Store, clock: FakeClock, accept: str | None
+) -> None:
+    polls = apps.AppGauge(
+        exposition.Family("duix_app_polls", "Polls of the app so far (polls).", "gauge"),
+        lambda snap, fresh, ages: snap.polls,
+    )
+    m = metrics.Metrics(
+        registry, snapshots=store, clock=clock, version="1", columns=(*apps.COLUMNS, polls)
+    )
+    store.put(replace(snapshot(clock, "frontdesk"), polls=7))
+    text = await served(m, clock, accept)
+    assert '\nduix_app_polls{app="frontdesk"} 7.0\n' in text
+    assert "# HELP duix_app_polls Polls of the app so far (polls).\n" in text
+    assert value(registry, "duix_app_polls", app="frontdesk") == 7
+
+
+@pytest.mark.parametrize("accept", [None, OPENMETRICS_ACCEPT])
+async def test_metrics_serves_whatever_is_registered_on_the_injected_registry(
+    m: metrics.Metrics, registry: CollectorRegistry, clock: FakeClock, accept: str | None
+) -> None:
+    extra = Counter("duixwatch_test_extra", "Registered after Metrics.", registry=registry)
+    extra.inc(3)
+    text = await served(m, clock, accept)
+    assert "\nduixwatch_test_extra_total 3.0\n" in text
+    assert text.count("# TYPE duix_up gauge") == 1
+    if accept:
+        assert text.endswith("# EOF\n")
+        assert text.count("# EOF") == 1
+
+
+class Deliveries:
+    sent, failed, dropped = 5, 2, 1
+
+
+def test_notifier_deliveries_are_exported_by_outcome(store: Store, clock: FakeClock) -> None:
+    registry = Registry()
+    metrics.Metrics(registry, snapshots=store, clock=clock, version="1", notifications=Deliveries)
+    counts = {
+        outcome: value(registry, "duixwatch_notifications_total", outcome=outcome)
+        for outcome in ("sent", "failed", "dropped")
+    }
+    assert counts == {"sent": 5, "failed": 2, "dropped": 1}
+
+
+def test_without_a_notifier_every_delivery_outcome_is_zero(
+    m: metrics.Metrics, registry: CollectorRegistry
+) -> None:
+    for outcome in ("sent", "failed", "dropped"):
+        assert value(registry, "duixwatch_notifications_total", outcome=outcome) == 0

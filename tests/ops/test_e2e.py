@@ -198,13 +198,7 @@ def test_every_panel_has_data_after_a_few_scrapes(stack: Stack) -> None:
 
 
 def test_the_policy_panels_have_data_once_policies_act(stack: Stack) -> None:
-    if not stack.daemon_exports("duixwatch_policy_info"):
-        pytest.xfail(
-            "not yet exercisable: this duixwatch does not evaluate policies (no "
-            "duixwatch_policy_info); the panels "
-            + ", ".join(sorted({t for _, t, _ in queries("policies")}))
-            + " need the policy engine (issue 4)"
-        )
+    assert stack.daemon_exports("duixwatch_policy_info")
     targets = queries("policies")
     assert len(targets) >= 6
     eventually(lambda: empty_panels(stack, targets) is None, timeout=30, what="policy data")

@@ -12,7 +12,8 @@ from pydantic import SecretStr
 
 from duixwatch import config as settings
 from duixwatch.core import models
-from duixwatch.policy import evaluate as policy
+from duixwatch.policy.evaluate import evaluate
+from duixwatch.policy.plan import PolicyPlan
 from duixwatch.policy.schema import PolicyConfig
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -66,8 +67,8 @@ def plan_of(
     enforce: bool = True,
     over_since: datetime | None = None,
     app: settings.AppConfig = APP,
-) -> policy.PolicyPlan:
-    (only,) = policy.evaluate(
+) -> PolicyPlan:
+    (only,) = evaluate(
         [config],
         app,
         snap,
@@ -78,7 +79,7 @@ def plan_of(
     return only
 
 
-def stopped(plan: policy.PolicyPlan) -> list[str | None]:
+def stopped(plan: PolicyPlan) -> list[str | None]:
     return [a.session_id for a in plan.actions]
 
 
@@ -112,7 +113,7 @@ def test_protected_sessions_are_listed_but_never_in_an_action() -> None:
 
 def test_an_excluded_app_gets_no_plan_at_all() -> None:
     config = policy_config(apps=["*"], exclude_apps=["front*"])
-    result = policy.evaluate([config], APP, snapshot([5000]), now=NOW, enforcement_enabled=True)
+    result = evaluate([config], APP, snapshot([5000]), now=NOW, enforcement_enabled=True)
     assert result.policies == ()
 
 
@@ -260,7 +261,7 @@ def test_no_plan_ever_breaks_a_safety_invariant(
     case: tuple[PolicyConfig, models.AppSnapshot, bool], since: datetime | None
 ) -> None:
     config, snap, enforce = case
-    result = policy.evaluate(
+    result = evaluate(
         [config], APP, snap, now=NOW, enforcement_enabled=enforce, over_since={config.name: since}
     )
     if config.selects(APP) is False:

@@ -6,7 +6,7 @@ import random
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +19,18 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from duixwatch import config as settings
-from duixwatch.core import models
 from duixwatch.duix import DuixClient
 from duixwatch.export import metrics
 from duixwatch.export.exposition import Registry
 from duixwatch.policy import audit, notify
-from duixwatch.policy import evaluate as policy
+from duixwatch.policy.cycle import PolicyCycle
+from duixwatch.policy.evaluate import evaluate
 from duixwatch.policy.executor import Executor
+from duixwatch.policy.plan import ActionRecord, Plan
 from duixwatch.policy.schema import PolicyConfig
 from duixwatch.sim import Simulator, create_app
 from duixwatch.watch.poll import MemoryFirstSeen, poll_once
+from duixwatch.watch.state import StateStore
 from tests.fakes import FakeClock
 
 
@@ -36,9 +38,11 @@ class FakeNotifier:
     """Records what would be sent (the real one is tested in test_notify.py)."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[list[notify.Target], notify.Notification]] = []
+        self.sent: list[tuple[list[notify.NotifyTarget], notify.Notification]] = []
 
-    def submit(self, targets: Sequence[notify.Target], notification: notify.Notification) -> bool:
+    def submit(
+        self, targets: Sequence[notify.NotifyTarget], notification: notify.Notification
+    ) -> bool:
         self.sent.append((list(targets), notification))
         return True
 
@@ -52,7 +56,8 @@ class Rig:
     audit_path: Path
     registry: Registry
     audit_log: audit.AuditLog
-    notifier: FakeNotifier = field(default_factory=FakeNotifier)
+    notifier: FakeNotifier
+    policy_cycle: PolicyCycle
 
     def app(self, index: int = 0) -> settings.AppConfig:
         a = self.sim.apps[index]
@@ -62,16 +67,15 @@ class Rig:
 
     async def cycle(
         self, policies: list[PolicyConfig], *, enforce: bool, index: int = 0
-    ) -> tuple[policy.Plan, list[models.ActionRecord]]:
+    ) -> tuple[Plan, list[ActionRecord]]:
         app = self.app(index)
         snap = await poll_once(app, self.client, clock=self.clock, first_seen=MemoryFirstSeen())
-        plan = policy.evaluate(
-            policies, app, snap, now=self.clock.now(), enforcement_enabled=enforce
+        result = await self.policy_cycle.run(
+            app, snap, policies=policies, enforcement_enabled=enforce
         )
-        done = await self.executor.execute(
-            plan, app, {p.name: p for p in policies}, cycle=audit.new_cycle_id(self.clock.now())
-        )
-        return plan, done
+        if result is None:  # no policy selects the app
+            return Plan(app.name, app.app_id, self.clock.now(), ()), []
+        return result
 
     def records(self) -> list[dict[str, Any]]:
         return audit.read_audit(self.audit_path).records
@@ -102,10 +106,22 @@ async def rig(directory: Path, *, stops_per_second: float = 100.0) -> AsyncItera
             clock=clock,
             audit_log=audit_log,
             metric_set=metric_set,
-            notifier=notifier,  # type: ignore[arg-type]
+            notifier=notifier,
             max_stops_per_second=stops_per_second,
         )
-        yield Rig(sim, clock, client, executor, audit_path, registry, audit_log, notifier)
+        with StateStore.in_memory() as clocks:
+            policy_cycle = PolicyCycle(clocks=clocks, clock=clock, executor=executor)
+            yield Rig(
+                sim,
+                clock,
+                client,
+                executor,
+                audit_path,
+                registry,
+                audit_log,
+                notifier,
+                policy_cycle,
+            )
     audit_log.close()
 
 
@@ -202,9 +218,7 @@ async def test_a_session_that_ended_meanwhile_is_already_closed_not_failed(
         (sid,) = add(r, [5000])
         app = r.app()
         snap = await poll_once(app, r.client, clock=r.clock, first_seen=MemoryFirstSeen())
-        plan = policy.evaluate(
-            [age_policy()], app, snap, now=r.clock.now(), enforcement_enabled=True
-        )
+        plan = evaluate([age_policy()], app, snap, now=r.clock.now(), enforcement_enabled=True)
         r.sim.end_session(sid)  # the user hung up between the poll and the stop
         done = await r.executor.execute(plan, app, {}, cycle="c1")
         assert [d.outcome for d in done] == ["already_closed"]
@@ -365,3 +379,24 @@ def test_enforcement_closes_exactly_what_the_plan_shows_and_nothing_when_it_shou
 
     with tempfile.TemporaryDirectory() as directory:
         anyio.run(scenario, Path(directory))
+
+
+async def test_an_abort_notifies_once_when_it_starts(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        add(r, [5000, 5000, 5000])
+        config = age_policy(
+            max_actions_per_cycle=2,
+            notify=[{"url": "https://hooks.example.invalid/x", "headers": {}}],
+        )
+        for _ in range(3):
+            await r.cycle([config], enforce=True)
+        ((targets, note),) = r.notifier.sent  # once, when the abort started
+        assert targets == list(config.notify)
+        assert note.aborted is not None
+        assert note.aborted.startswith("max_actions: would stop 3")
+        assert note.outcomes == ()
+        assert "aborted for" in note.text()
+        assert note.payload()["aborted"] == note.aborted
+        raised = age_policy(max_actions_per_cycle=10, notify=config.notify)
+        await r.cycle([raised], enforce=True)  # a higher cap: the three are stopped
+        assert [o.outcome for o in r.notifier.sent[1][1].outcomes] == ["stopped"] * 3

@@ -1,4 +1,4 @@
-"""watcher: poll_once, the per-APP loop's schedule and backoff, and the fleet."""
+"""watch.fleet: the per-APP loop's schedule and backoff, and the fleet."""
 
 from __future__ import annotations
 
@@ -10,149 +10,17 @@ from itertools import pairwise
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 import structlog
-from pydantic import SecretStr
 
 from duixwatch import config as settings
 from duixwatch.core import models
 from duixwatch.duix import DuixClient
-from duixwatch.sim import Simulator, create_app
+from duixwatch.sim import Simulator
 from duixwatch.watch.fleet import AppLoop, Fleet
-from duixwatch.watch.poll import MemoryFirstSeen, poll_once
 from duixwatch.watch.snapshots import SnapshotStore
 from tests.fakes import FakeClock, VirtualClock
-
-
-def app_config(sim: Simulator, index: int = 0, **overrides: Any) -> settings.AppConfig:
-    app = sim.apps[index]
-    values: dict[str, Any] = {
-        "app_id": app.app_id,
-        "name": app.name,
-        "app_key": SecretStr(app.app_key),
-        "poll_interval_seconds": 15,
-    }
-    values.update(overrides)
-    return settings.AppConfig(**values)
-
-
-def duix_settings(**overrides: Any) -> settings.DuixSettings:
-    values: dict[str, Any] = {
-        "base_url": "http://sim.test",
-        "max_requests_per_second": 10_000,
-        "read_retries": 0,
-    }
-    values.update(overrides)
-    return settings.DuixSettings(**values)
-
-
-@asynccontextmanager
-async def client_for(sim: Simulator, clock: Any, **overrides: Any) -> AsyncIterator[DuixClient]:
-    async with DuixClient(
-        duix_settings(**overrides),
-        clock=clock,
-        transport=httpx.ASGITransport(app=create_app(sim)),
-        rng=random.Random(1),
-    ) as client:
-        yield client
-
-
-# --------------------------------------------------------------------------- poll_once
-
-
-@pytest.fixture
-def sim(clock: FakeClock) -> Simulator:
-    return Simulator(apps=3, seed=5, clock=clock, workload=False)
-
-
-async def test_a_poll_returns_the_simulators_truth(sim: Simulator, clock: FakeClock) -> None:
-    app = sim.apps[0]
-    made = [sim.add_session(app.app_id, age_seconds=a) for a in (10, 100)]
-    async with client_for(sim, clock) as client:
-        snap = await poll_once(app_config(sim), client, clock=clock, first_seen=MemoryFirstSeen())
-    assert snap.ok
-    assert snap.error is None
-    assert snap.fetched_at is not None
-    assert (clock.now() - snap.fetched_at).total_seconds() < 0.01
-    assert snap.concurrency is not None
-    assert snap.concurrency.total_concurrent_number == app.concurrency_limit
-    assert snap.concurrency.user_concurrent_number == 2
-    assert snap.sessions is not None
-    assert {s.session_id for s in snap.sessions.sessions} == {m.session_id for m in made}
-    assert snap.polls == 1
-    assert snap.is_fresh(clock.now())
-
-
-async def test_a_poll_without_session_listing_only_asks_for_numbers(
-    sim: Simulator, clock: FakeClock
-) -> None:
-    async with client_for(sim, clock) as client:
-        snap = await poll_once(
-            app_config(sim, list_sessions=False), client, clock=clock, first_seen={}
-        )
-    assert snap.ok
-    assert snap.sessions is None
-    assert sim.stats.requests.get((sim.apps[0].app_id, "getconcurrentList"), 0) == 0
-
-
-@pytest.mark.parametrize("failing", ["getconcurrentNumber", "getconcurrentList"])
-async def test_half_a_poll_is_a_failed_poll_that_keeps_the_last_good_data(
-    sim: Simulator, clock: FakeClock, failing: str
-) -> None:
-    async with client_for(sim, clock) as client:
-        good = await poll_once(app_config(sim), client, clock=clock)
-        clock.advance(15)
-        sim.faults.set(sim.apps[0].app_id, failing, status=503)
-        bad = await poll_once(app_config(sim), client, clock=clock, previous=good)
-    assert not bad.ok
-    assert bad.error is not None
-    assert bad.error.reason == "server"
-    assert bad.fetched_at == good.fetched_at
-    assert bad.last_attempt_at is not None
-    assert (clock.now() - bad.last_attempt_at).total_seconds() < 0.01
-    assert bad.consecutive_failures == 1
-    assert not bad.is_fresh(clock.now())
-
-
-async def test_an_auth_failure_is_reported_over_other_failures(
-    sim: Simulator, clock: FakeClock
-) -> None:
-    sim.faults.set(sim.apps[0].app_id, "getconcurrentNumber", status=500)
-    sim.faults.set(sim.apps[0].app_id, "getconcurrentList", reject_token=True)
-    async with client_for(sim, clock) as client:
-        snap = await poll_once(app_config(sim), client, clock=clock)
-    assert snap.error is not None
-    assert snap.error.reason == "auth"
-
-
-async def test_retry_after_reaches_the_snapshot(sim: Simulator, clock: FakeClock) -> None:
-    sim.faults.set(sim.apps[0].app_id, "getconcurrentNumber", retry_after_seconds=120)
-    async with client_for(sim, clock) as client:
-        snap = await poll_once(app_config(sim), client, clock=clock)
-    assert snap.error is not None
-    assert snap.error.retry_after_seconds == 120
-
-
-async def test_sessions_without_a_start_time_age_from_first_sight(
-    sim: Simulator, clock: FakeClock
-) -> None:
-    app = sim.apps[0]
-    timeless = sim.add_session(app.app_id, with_start=False)
-    first_seen = MemoryFirstSeen()
-    async with client_for(sim, clock) as client:
-        first = await poll_once(app_config(sim), client, clock=clock, first_seen=first_seen)
-        clock.advance(100)
-        second = await poll_once(app_config(sim), client, clock=clock, first_seen=first_seen)
-        sim.end_session(timeless.session_id)
-        await poll_once(app_config(sim), client, clock=clock, first_seen=first_seen)
-    assert first.sessions is not None
-    assert second.sessions is not None
-    (session,) = second.sessions.sessions
-    assert session.started_at is None
-    assert session.age_seconds(clock.now()) == pytest.approx(100, abs=0.01)
-    assert first_seen.first_seen(app.app_id, [], clock.now()) == {}  # forgotten when it left
-
+from tests.watch.support import app_config, client_for
 
 # --------------------------------------------------------------------------- the schedule
 
@@ -208,11 +76,6 @@ async def test_jitter_stays_within_its_fraction(sim: Simulator, clock: FakeClock
     backoffs = [loop.delay_after(failed(2)) for _ in range(500)]
     assert all(27 <= d <= 33 for d in backoffs)  # a backoff spreads both ways
     assert max(backoffs) - min(backoffs) > 4
-
-
-@pytest.fixture
-def vclock() -> VirtualClock:
-    return VirtualClock()
 
 
 @asynccontextmanager
@@ -388,3 +251,43 @@ async def test_a_large_fleet_runs_on_a_bounded_pool_of_tasks(vclock: VirtualCloc
         gaps = [b - a for a, b in pairwise(times_of(polls, app.name))]
         assert len(gaps) >= 3
         assert all(9.0 <= g <= 10.0 for g in gaps), gaps
+
+
+class BrokenFirstSeen:
+    """A first-seen store with a bug: the poll around it crashes."""
+
+    def first_seen(self, app_id: str, session_ids: Any, now: Any) -> Any:
+        raise RuntimeError("a bug")
+
+
+async def test_a_crashed_poll_is_an_internal_error_counted_and_the_loop_goes_on(
+    sim: Simulator, clock: FakeClock
+) -> None:
+    sim.add_session(sim.apps[0].app_id, age_seconds=10)
+    reported: list[tuple[str, str]] = []
+    store = SnapshotStore()
+    app = app_config(sim, poll_interval_seconds=20)
+    store.expect([app.name])
+    async with client_for(sim, clock) as client:
+        loop = AppLoop(
+            app,
+            client,
+            store,
+            clock=clock,
+            rng=random.Random(7),
+            daemon=settings.DaemonSettings(jitter_fraction=0, backoff_max_seconds=300),
+            on_poll_error=lambda app, reason: reported.append((app, reason)),
+            first_seen=BrokenFirstSeen(),
+        )
+        with structlog.testing.capture_logs() as logs:
+            started = clock.monotonic()
+            due = await loop.step()
+            await loop.step()
+    snapshot = store.get(app.name)
+    assert snapshot is not None
+    assert snapshot.error is not None
+    assert (snapshot.error.reason, snapshot.error.message) == ("internal", "RuntimeError")
+    assert (snapshot.consecutive_failures, snapshot.poll_interval_seconds) == (2, 20)
+    assert reported == [(sim.apps[0].name, "internal")] * 2
+    assert [e["event"] for e in logs].count("poll_crashed") == 2
+    assert due - started == 20  # backs off like any failed poll (first failure: the interval)
