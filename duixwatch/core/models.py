@@ -81,7 +81,7 @@ class Session:
 
     session_id: str | None
     started_at: datetime | None = None
-    #: When duixwatch first saw this session id (set by the watcher; persisted by ``state``),
+    #: When duixwatch first saw this session id (set by the poll; persisted by the state database),
     #: the age reference for sessions whose list item has no start time.
     first_seen_at: datetime | None = None
 

@@ -4,7 +4,7 @@ It owns one connection pool (a :mod:`~duixwatch.duix.wire`: aiohttp on asyncio, 
 ``duix.http_client`` says so or when a test injects an httpx transport such as the simulator's
 ASGI app), token minting and caching, a global in-flight cap and requests-per-second limit shared
 by all APPs, retries, and the translation of every failure into the typed errors of
-:mod:`duixwatch.errors` (no HTTP library's exception leaves).
+:mod:`duixwatch.core.errors` (no HTTP library's exception leaves).
 
 Retry rules:
 

@@ -7,7 +7,7 @@ property tests.
   ``"0"``, ``"200"``, ``""``) and otherwise raises the error chosen by :func:`error_for`, the one
   place where HTTP statuses and envelope codes become exception classes (table beside it).
 * :func:`parse_session_list` reads the undocumented ``getconcurrentList`` payload in every shape
-  design.md §2 lists, or as an explicit :class:`~duixwatch.SessionListMapping` says.
+  design.md §2 lists, or as an explicit :class:`~duixwatch.config.SessionListMapping` says.
 * :func:`parse_timestamp` understands epoch seconds or milliseconds (numbers or numeric strings),
   ISO-8601, and ``yyyy-MM-dd HH:mm:ss`` without zone (read in the configured zone).
 """
@@ -328,7 +328,7 @@ def parse_session_list(
 ) -> models.SessionList:
     """Sessions from a ``getconcurrentList`` ``data`` value (see the module docstring).
 
-    Raises :class:`~duixwatch.errors.ResponseParseError` (with the payload's shape, no values)
+    Raises :class:`~duixwatch.core.errors.ResponseParseError` (with the payload's shape, no values)
     when no list can be found or an item is neither an object nor an id.
     """
     items, where, total = _locate_items(data, mapping.items)

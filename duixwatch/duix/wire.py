@@ -1,8 +1,9 @@
 """The HTTP exchange under :class:`~duixwatch.duix.DuixClient`: one request, one answer, bytes.
 
 The client decides what to send and what an answer means; a wire only moves it and turns its
-library's failures into :class:`~duixwatch.errors.ApiTimeout` / :class:`~duixwatch.errors.
-ApiUnavailable` (no httpx or aiohttp exception leaves this module). Two implementations:
+library's failures into :class:`~duixwatch.core.errors.ApiTimeout` /
+:class:`~duixwatch.core.errors.ApiUnavailable` (no httpx or aiohttp exception leaves this
+module). Two implementations:
 
 * :class:`AiohttpWire`, the default on asyncio. At 10,000 APPs the daemon sends about 1,300
   requests a second; through httpx each cost 0.8-3.4 ms of CPU (httpcore's pool bookkeeping

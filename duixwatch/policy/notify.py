@@ -52,7 +52,7 @@ __all__ = [
     "redact_url",
 ]
 
-log = structlog.get_logger("duixwatch.notify")
+log = structlog.get_logger("duixwatch.policy.notify")
 
 #: The longest a 429's ``Retry-After`` may hold the (single) worker before the next attempt.
 MAX_RETRY_AFTER_SECONDS = 60.0

@@ -1,0 +1,124 @@
+"""http.server: the routes over a daemon view, in process (the daemon's own tests go over
+loopback with the real daemon)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from duixwatch.core import models
+from duixwatch.export.autoscaling import ScalingReading
+from duixwatch.http import server
+from tests.fakes import FakeClock
+
+
+class View:
+    """A daemon as the HTTP surface sees it, with its answers set by the test."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.apps: list[models.AppSnapshot] = []
+        self.waiting: list[str] = []
+        self.late: list[str] = []
+
+    def snapshots(self) -> Sequence[models.AppSnapshot]:
+        return self.apps
+
+    def pending(self) -> Sequence[str]:
+        return self.waiting
+
+    def overdue(self) -> Sequence[str]:
+        return self.late
+
+    def info(self) -> dict[str, Any]:
+        return {"version": "test", "policies": [], "recent_actions": []}
+
+    def scaling(self, target: str) -> ScalingReading | None:
+        return None
+
+
+def render(accept: str | None) -> tuple[list[bytes], str]:
+    return [b"# a body\n", b"in two pieces\n"], "text/plain; version=0.0.4; charset=utf-8"
+
+
+@pytest.fixture
+def view(clock: FakeClock) -> View:
+    return View(clock)
+
+
+@pytest.fixture
+async def http(view: View, clock: FakeClock) -> AsyncIterator[httpx.AsyncClient]:
+    app = server.create_app(render=render, view=view, clock=clock)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://duixwatch.test"
+    ) as client:
+        yield client
+
+
+def snapshot(clock: FakeClock, name: str, session_id: str = "s1") -> models.AppSnapshot:
+    started = clock.now() - timedelta(seconds=3725)
+    return models.AppSnapshot(
+        app=name,
+        app_id="100",
+        poll_interval_seconds=15,
+        fetched_at=clock.now(),
+        concurrency=models.Concurrency("1", 9, 1),
+        sessions=models.SessionList((models.Session(session_id, started),), "data[]"),
+    )
+
+
+async def test_metrics_sends_the_pieces_with_their_length(http: httpx.AsyncClient) -> None:
+    response = await http.get("/metrics")
+    assert response.content == b"# a body\nin two pieces\n"
+    assert response.headers["content-length"] == str(len(response.content))
+    head = await http.head("/metrics")
+    assert (head.status_code, head.content) == (200, b"")
+
+
+async def test_health_and_readiness_name_the_apps_that_hold_them_back(
+    http: httpx.AsyncClient, view: View
+) -> None:
+    assert (await http.get("/healthz")).status_code == 200
+    assert (await http.get("/readyz")).status_code == 200
+    view.late, view.waiting = ["kiosk"], ["lobby"]
+    health, ready = await http.get("/healthz"), await http.get("/readyz")
+    assert (health.status_code, health.json()["overdue_apps"]) == (503, ["kiosk"])
+    assert (ready.status_code, ready.json()["pending_apps"]) == (503, ["lobby"])
+
+
+async def test_status_narrows_to_one_app_and_says_when_there_is_none(
+    http: httpx.AsyncClient, view: View, clock: FakeClock
+) -> None:
+    view.apps = [snapshot(clock, "frontdesk"), snapshot(clock, "kiosk")]
+    one = (await http.get("/status", params={"app": "kiosk"})).json()
+    assert [a["app"] for a in one["apps"]] == ["kiosk"]
+    assert one["apps"][0]["sessions"]["oldest_age_seconds"] == 3725
+    bare = (await http.get("/status", params={"sessions": "0"})).json()
+    assert "items" not in bare["apps"][0]["sessions"]
+    missing = await http.get("/status", params={"app": "nobody"})
+    assert missing.status_code == 404
+
+
+async def test_the_status_page_escapes_what_it_shows(
+    http: httpx.AsyncClient, view: View, clock: FakeClock
+) -> None:
+    view.apps = [snapshot(clock, "<b>frontdesk</b>")]
+    page = await http.get("/status", headers={"accept": "text/html"})
+    assert page.headers["content-type"].startswith("text/html")
+    assert "&lt;b&gt;frontdesk&lt;/b&gt;" in page.text
+    assert "<b>frontdesk</b>" not in page.text
+    assert "1h02m05s" in page.text  # the oldest session, as the CLI writes ages
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/status", "/healthz", "/api/v1/scaling/x"])
+async def test_no_endpoint_takes_a_write(http: httpx.AsyncClient, path: str) -> None:
+    for method in ("POST", "PUT", "DELETE"):
+        assert (await http.request(method, path)).status_code == 405
+
+
+async def test_an_unknown_scaling_target_is_404(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/api/v1/scaling/nothing")).status_code == 404
