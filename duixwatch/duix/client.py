@@ -33,7 +33,7 @@ import sniffio
 from duixwatch import __version__
 from duixwatch.config import DuixSettings
 from duixwatch.core import documents, errors, models
-from duixwatch.core.clock import Clock
+from duixwatch.core.clock import Clock, RateLimiter
 from duixwatch.duix import parse, wire
 from duixwatch.duix.auth import TokenCache
 
@@ -67,22 +67,6 @@ class RequestObserver(Protocol):
     def __call__(self, endpoint: str, outcome: str, duration_seconds: float) -> None: ...
 
 
-class _RateLimiter:
-    """Spaces request starts at least ``1 / rate`` seconds apart, across all APPs."""
-
-    def __init__(self, rate_per_second: float, clock: Clock) -> None:
-        self._interval = 1.0 / rate_per_second
-        self._clock = clock
-        self._next_slot = float("-inf")
-
-    async def wait(self) -> None:
-        now = self._clock.monotonic()
-        slot = max(now, self._next_slot)
-        self._next_slot = slot + self._interval
-        if slot > now:
-            await self._clock.sleep(slot - now)
-
-
 class DuixClient:
     """Typed calls to the DUIX platform for any number of APPs.
 
@@ -109,7 +93,7 @@ class DuixClient:
             ttl_seconds=config.token_ttl_seconds, refresh_fraction=config.token_refresh_fraction
         )
         self._in_flight = anyio.CapacityLimiter(config.max_in_flight)
-        self._rate = _RateLimiter(config.max_requests_per_second, clock)
+        self._rate = RateLimiter(config.max_requests_per_second, clock)
         self._zone = config.zone
         self._transport = transport
         self._wire: wire.Wire | None = None

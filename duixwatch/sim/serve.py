@@ -1,8 +1,8 @@
 """Serving the simulator over HTTP (uvicorn, inside the caller's anyio task group).
 
-The mechanics live in :mod:`duixwatch.http.serve`, shared with the daemon's HTTP surface; this module
-adds what is particular to the simulator: requests it holds hanging are released (answered 503)
-before the server shuts down, so a stop never waits out a simulated hang.
+The mechanics live in :mod:`duixwatch.http.serve`, shared with the daemon's HTTP surface; this
+module adds what is particular to the simulator: requests it holds hanging are released
+(answered 503) before the server shuts down, so a stop never waits out a simulated hang.
 """
 
 from __future__ import annotations
