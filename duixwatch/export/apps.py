@@ -312,16 +312,23 @@ class SnapshotCollector(Collector):
         small, go = SMALL_TEXT.get, go_number
         escaped = [escape_label_value(row[0].app) for row in rows]
         labels = [f'{{app="{label}"}} ' for label in escaped]
+        # Every gauge's value, app by app: one pass over the snapshots, which at 10,000 apps
+        # are spread over far more memory than the cache holds (a pass per family was 30 %
+        # slower for the same instructions).
+        readers = [c.value for c in self.columns if isinstance(c, AppGauge)]
+        values = [[read(snap, fresh, ages) for read in readers] for snap, fresh, ages in rows]
         chunks: list[bytes] = []
+        gauge = 0
         for column in self.columns:
             family = column.family
             if isinstance(column, AppGauge):
-                name, read = family.name, column.value
+                name, index = family.name, gauge
+                gauge += 1
                 # number() inlined: a function call per line is a tenth of a 10,000-app scrape
                 lines = [
                     f"{name}{label}{text if (text := small(value)) is not None else go(value)}\n"
-                    for label, (snap, fresh, ages) in zip(labels, rows, strict=True)
-                    if (value := read(snap, fresh, ages)) is not None
+                    for label, row in zip(labels, values, strict=True)
+                    if (value := row[index]) is not None
                 ]
             else:
                 lines = self._histogram_lines(family, rows, escaped, labels, openmetrics)
