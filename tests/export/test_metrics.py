@@ -673,7 +673,7 @@ async def test_a_new_per_app_metric_is_one_row_of_the_table(
 ) -> None:
     polls = apps.AppGauge(
         exposition.Family("duix_app_polls", "Polls of the app so far (polls).", "gauge"),
-        lambda snap, fresh, ages: snap.polls,
+        lambda facts: facts[apps.SNAPSHOT].polls,
     )
     m = metrics.Metrics(
         registry, snapshots=store, clock=clock, version="1", columns=(*apps.COLUMNS, polls)
