@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -33,17 +34,24 @@ __all__ = [
     "DEFER_CROSS_CHECKS",
     "LABEL_NAME_RE",
     "AppId",
+    "HeaderName",
+    "HeaderValue",
+    "Headers",
     "KeyPath",
     "Pattern",
     "Problems",
+    "SecretUrl",
     "Section",
     "Strict",
     "app_id",
     "deferred",
     "dotted",
+    "header_name",
+    "header_value",
     "label_name",
     "matches_any",
     "raise_problems",
+    "redact_url",
 ]
 
 #: A path of keys and list indexes into the config: ``("apps", 0, "app_key")``.
@@ -163,3 +171,79 @@ def raise_problems(problems: Problems) -> None:
     """Raise one ``ValueError`` naming every problem (a model built in code), if there are any."""
     if problems:
         raise ValueError("; ".join(f"{dotted(path)}: {msg}" for path, msg in problems))
+
+
+# --------------------------------------------------------------------------- HTTP targets
+#
+# A webhook and a dialog backend are both "a URL and headers that may be secrets": a Slack
+# webhook's path is its credential, headers carry bearer tokens. Their validators never quote
+# the value, and :func:`redact_url` is the only form of such a URL a log line may show.
+
+#: RFC 9110 ``token``: what an HTTP header name may be made of.
+_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may appear in a log line: ``scheme://host[:port]/…``.
+
+    Userinfo, path, query and fragment are dropped: any of them may be the secret.
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<invalid url>"
+    if not parts.scheme or not host:
+        return "<invalid url>"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = host if port is None else f"{host}:{port}"
+    return f"{parts.scheme}://{netloc}/…"
+
+
+def _secret_url(value: str) -> str:
+    message = "must be an http:// or https:// URL with a host"
+    if any(char.isspace() or not char.isprintable() for char in value):
+        raise ValueError(f"{message}, without spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises on a port that is not a number
+    except ValueError:
+        raise ValueError(message) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(message)
+    return value
+
+
+def header_name(value: str) -> str:
+    """``value`` if it is an HTTP header name (raises ValueError otherwise)."""
+    if not _HEADER_NAME_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid HTTP header name")
+    return value
+
+
+def header_value(value: str) -> str:
+    """``value`` if it may be sent as a header value (never quoted: usually a token)."""
+    if any(char in value for char in "\r\n\0"):
+        raise ValueError("a header value must not contain line breaks or NUL")
+    return value
+
+
+def _distinct_names(value: dict[str, str]) -> dict[str, str]:
+    seen: dict[str, str] = {}
+    for name in value:
+        if name.lower() in seen:
+            raise ValueError(
+                f"{name!r} and {seen[name.lower()]!r} are the same header (names ignore case)"
+            )
+        seen[name.lower()] = name
+    return value
+
+
+#: An http(s) URL that may hold a credential: never quoted in an error.
+SecretUrl = Annotated[str, AfterValidator(_secret_url)]
+HeaderName = Annotated[str, AfterValidator(header_name)]
+HeaderValue = Annotated[str, AfterValidator(header_value)]
+#: Request headers: names distinct ignoring case, values never quoted.
+Headers = Annotated[dict[HeaderName, HeaderValue], AfterValidator(_distinct_names)]

@@ -27,19 +27,17 @@ messages may quote the request.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Protocol
-from urllib.parse import urlsplit
+from typing import Any, Literal, Protocol
 
 import anyio
 import structlog
 from anyio.abc import TaskStatus
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import Field
 
 from duixwatch.core.clock import Clock
-from duixwatch.core.fields import Section
+from duixwatch.core.fields import Headers, SecretUrl, Section, redact_url
 
 __all__ = [
     "MAX_RETRY_AFTER_SECONDS",
@@ -60,45 +58,6 @@ MAX_RETRY_AFTER_SECONDS = 60.0
 #: How long the worker may take to close its connections when it is cancelled.
 _CLOSE_SECONDS = 2.0
 
-#: RFC 9110 ``token``: what an HTTP header name may be made of.
-_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-
-
-def redact_url(url: str) -> str:
-    """``url`` as it may appear in a log line: ``scheme://host[:port]/…``.
-
-    Userinfo, path, query and fragment are dropped: any of them may be the secret.
-    """
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<invalid url>"
-    if not parts.scheme or not host:
-        return "<invalid url>"
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = host if port is None else f"{host}:{port}"
-    return f"{parts.scheme}://{netloc}/…"
-
-
-def _header_name(value: str) -> str:
-    if not _HEADER_NAME_RE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a valid HTTP header name")
-    return value
-
-
-def _header_value(value: str) -> str:
-    # Never quote the value: it is usually a token.
-    if any(char in value for char in "\r\n\0"):
-        raise ValueError("a header value must not contain line breaks or NUL")
-    return value
-
-
-HeaderName = Annotated[str, AfterValidator(_header_name)]
-HeaderValue = Annotated[str, AfterValidator(_header_value)]
-
 
 class NotifyTarget(Section):
     """Where a policy reports the cycles it acted in: a JSON POST (Slack-compatible ``text``).
@@ -108,37 +67,9 @@ class NotifyTarget(Section):
     hides them.
     """
 
-    url: str = Field(repr=False)
-    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, repr=False)
+    url: SecretUrl = Field(repr=False)
+    headers: Headers = Field(default_factory=dict, repr=False)
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        # Never quote the URL: a webhook URL is a credential.
-        message = "must be an http:// or https:// URL with a host"
-        if any(char.isspace() or not char.isprintable() for char in value):
-            raise ValueError(f"{message}, without spaces or control characters")
-        try:
-            parts = urlsplit(value)
-            _ = parts.port  # raises on a port that is not a number
-        except ValueError:
-            raise ValueError(message) from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(message)
-        return value
-
-    @field_validator("headers")
-    @classmethod
-    def _distinct_names(cls, value: dict[str, str]) -> dict[str, str]:
-        seen: dict[str, str] = {}
-        for name in value:
-            if name.lower() in seen:
-                raise ValueError(
-                    f"{name!r} and {seen[name.lower()]!r} are the same header (names ignore case)"
-                )
-            seen[name.lower()] = name
-        return value
 
     def __repr__(self) -> str:
         return (
