@@ -7,8 +7,8 @@ Three groups of routes:
   envelopes, ``token`` JWT checks and injected faults;
 * the control API under ``/_sim/`` (JSON, no token) that tests, the CLI and the demo use to
   look at and steer the simulated platform;
-* a sample third-party dialog backend (``/dialog``, ``/dialog/stream``), see
-  :mod:`duixwatch.sim.dialog`.
+* a sample third-party dialog backend (``/dialog``, ``/dialog/stream``) with its own faults
+  (``/_sim/dialog/faults``, ``/_sim/dialog/requests``), see :mod:`duixwatch.sim.dialog`.
 
 The same app runs in-process (``httpx.ASGITransport``) and over loopback (uvicorn).
 """
@@ -82,7 +82,8 @@ class Hangs:
 
     A hang ends when the simulator's clock has slept :data:`~duixwatch.sim.faults.HANG_SECONDS`,
     when the client disconnects, or when :meth:`release` is called (``serve`` does, before it
-    asks uvicorn to shut down, so held requests never stall the shutdown).
+    asks uvicorn to shut down, so held requests never stall the shutdown). The dialog backend's
+    waits (its delays and stalls) are held here too, for as long as they ask.
     """
 
     def __init__(self) -> None:
@@ -96,15 +97,18 @@ class Hangs:
         for scope in list(self._scopes):
             scope.cancel()
 
-    async def hold(self, request: Request, clock: clock_mod.Clock) -> bool:
-        """Hang; ``True`` if the hang ran its course, ``False`` if released or abandoned."""
+    async def hold(
+        self, request: Request, clock: clock_mod.Clock, seconds: float = faults.HANG_SECONDS
+    ) -> bool:
+        """Hang ``seconds``; ``True`` if the hang ran its course, ``False`` if released or
+        abandoned."""
         completed = False
         with anyio.CancelScope() as scope:
             self._scopes.add(scope)
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_cancel_on_disconnect, request, tg.cancel_scope)
-                    await clock.sleep(faults.HANG_SECONDS)
+                    await clock.sleep(min(seconds, faults.HANG_SECONDS))
                     completed = True
                     tg.cancel_scope.cancel()
             finally:
@@ -251,10 +255,12 @@ class _Api:
 class _Control:
     """The ``/_sim/`` control API (JSON in and out; bad input → 400, unknown app → 404)."""
 
-    def __init__(self, sim: model.Simulator) -> None:
+    def __init__(self, sim: model.Simulator, backend: dialog.Backend) -> None:
         self.sim = sim
+        self.dialog = backend
 
     def routes(self) -> list[BaseRoute]:
+        dialog_faults, dialog_requests = "/_sim/dialog/faults", "/_sim/dialog/requests"
         return [
             Route("/_sim/state", self._guard(self.state), methods=["GET"]),
             Route("/_sim/stats", self._guard(self.stats), methods=["GET"]),
@@ -269,6 +275,11 @@ class _Control:
             Route("/_sim/faults", self._guard(self.list_faults), methods=["GET"]),
             Route("/_sim/faults", self._guard(self.set_fault), methods=["POST"]),
             Route("/_sim/faults", self._guard(self.clear_faults), methods=["DELETE"]),
+            Route(dialog_faults, self._guard(self.dialog_faults), methods=["GET"]),
+            Route(dialog_faults, self._guard(self.set_dialog_faults), methods=["POST"]),
+            Route(dialog_faults, self._guard(self.clear_dialog_faults), methods=["DELETE"]),
+            Route(dialog_requests, self._guard(self.dialog_requests), methods=["GET"]),
+            Route(dialog_requests, self._guard(self.reset_dialog_requests), methods=["DELETE"]),
         ]
 
     @staticmethod
@@ -380,6 +391,24 @@ class _Control:
         )
         return _json({"cleared": cleared})
 
+    async def dialog_faults(self, request: Request) -> Response:
+        return _json(self.dialog.faults.to_dict())
+
+    async def set_dialog_faults(self, request: Request) -> Response:
+        body = await self._body(request, dialog.FAULT_FIELDS)
+        return _json(self.dialog.set_faults(dialog.DialogFaults.from_dict(body)).to_dict())
+
+    async def clear_dialog_faults(self, request: Request) -> Response:
+        self.dialog.clear_faults()
+        return _json(self.dialog.faults.to_dict())
+
+    async def dialog_requests(self, request: Request) -> Response:
+        return _json(self.dialog.requests.to_dict())
+
+    async def reset_dialog_requests(self, request: Request) -> Response:
+        self.dialog.requests.reset()
+        return _json(self.dialog.requests.to_dict())
+
 
 def _typed(body: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
     """``body[key]`` if it has the expected JSON type (``null`` means the default)."""
@@ -402,10 +431,13 @@ def _optional_float(body: dict[str, Any], key: str) -> float | None:
 def create_app(sim: model.Simulator) -> Starlette:
     """The simulator's ASGI app: the DUIX API, the ``/_sim/`` control API and ``/dialog``.
 
-    ``app.state.hangs`` is the app's :class:`Hangs` (``serve`` releases it on shutdown).
+    ``app.state.hangs`` is the app's :class:`Hangs` (``serve`` releases it on shutdown);
+    ``app.state.dialog`` its :class:`~duixwatch.sim.dialog.Backend` (faults, request log).
     """
     hangs = Hangs()
-    routes = [*_Api(sim, hangs).routes(), *_Control(sim).routes(), *dialog.routes()]
+    backend = dialog.Backend(sim.clock, hangs)
+    routes = [*_Api(sim, hangs).routes(), *_Control(sim, backend).routes(), *backend.routes()]
     app = Starlette(routes=routes)
     app.state.hangs = hangs
+    app.state.dialog = backend
     return app
