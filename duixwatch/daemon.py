@@ -1,7 +1,8 @@
 """Wiring: one anyio task group holding the poll loops, the HTTP surface and the signal handler.
 
 Data flows one way (design.md §3): config -> fleet of poll loops -> DUIX client -> snapshot
-store -> (metrics, policy cycle -> executor -> DUIX client, audit) -> HTTP surface. This module
+store -> (metrics, policy cycle -> executor -> DUIX client, audit) -> HTTP surface; beside it,
+the dialog prober -> metrics and ``/status``. This module
 builds those collaborators (or takes them injected: ``clock``, ``registry``, ``transport``),
 plugs them into each other, starts every task with ``await tg.start(...)`` so that "started"
 means listening and polling, and owns the lifecycle:
@@ -42,6 +43,7 @@ from duixwatch.config import AppConfig, Config, ShardingSettings, load_config, m
 from duixwatch.config.sharding import owned_apps
 from duixwatch.core import errors, models
 from duixwatch.core.clock import Clock
+from duixwatch.dialog.prober import Prober
 from duixwatch.duix import DuixClient, Transport
 from duixwatch.duix.webhook import WebhookPoster
 from duixwatch.export import status
@@ -139,6 +141,7 @@ class Daemon:
             request_timeout_seconds=config.duix.request_timeout_seconds,
         )
         self._cycle = PolicyCycle(clocks=self._state, clock=clock, executor=self._executor)
+        self._prober = Prober(clock=clock, observer=self._metrics.probes, rng=rng)
         self._fleet = Fleet(
             self._store,
             clock=clock,
@@ -184,6 +187,10 @@ class Daemon:
                 for p in plan.policies
             ],
             "recent_actions": [status.action_status(r) for r in reversed(self._executor.recent)],
+            "dialog_probes": [
+                status.probe_status(p, self._prober.results.get(p.name), self._clock.now())
+                for p in self._config.dialog_probes
+            ],
         }
 
     def scaling(self, target: str) -> ScalingReading | None:
@@ -254,6 +261,8 @@ class Daemon:
                 await tg.start(self._notifier.run)
                 await tg.start(self._fleet.run)
                 await self._fleet.apply(config.apps, self._client, config.daemon)
+                await tg.start(self._prober.run)
+                self._prober.apply(config.dialog_probes)
                 tg.start_soon(self._scaling_loop)
                 tg.start_soon(partial(self._state.write_behind, clock=self._clock))
                 self.port = await tg.start(serve.serve, app, config.server.host, config.server.port)
@@ -356,6 +365,7 @@ class Daemon:
         )
         self._config = new  # before the loops restart: their policy cycles read it
         await self._fleet.apply(new.apps, self._client, new.daemon)
+        self._prober.apply(new.dialog_probes)
         self._state.forget_apps(a.app_id for a in new.apps)
         self._state.forget_policies(p.name for p in new.policies)
         self._cycle.forget_apps({a.name for a in new.apps})
@@ -377,4 +387,5 @@ class Daemon:
         self._metrics.set_sharding(index=index, count=count, owned=len(config.apps))
         self._metrics.set_policies((p.name, p.action, p.dry_run) for p in config.policies)
         self._metrics.set_enforcement_enabled(config.enforcement.enabled)
+        self._metrics.probes.set_probes(config.dialog_probes)
         self._metrics.config_reloaded(True, at=self._clock.now())

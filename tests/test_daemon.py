@@ -21,6 +21,7 @@ from duixwatch.core.clock import SystemClock
 from duixwatch.daemon import Daemon
 from duixwatch.export.exposition import Registry
 from duixwatch.sim import Simulator, create_app
+from tests.loopback import loopback_sim
 
 WAIT_SECONDS = 10
 
@@ -339,3 +340,44 @@ async def test_metrics_is_sent_in_pieces_with_its_length_and_answers_head(
         assert head.status_code == 200
         assert head.content == b""
         assert int(head.headers["content-length"]) > 1000
+
+
+async def test_dialog_probes_run_export_show_on_status_and_follow_reloads(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    async with loopback_sim() as (backend, _):
+        probes = [
+            {"name": "bot", "url": f"{backend}/dialog", "interval_seconds": 1},
+            {"name": "down", "url": "http://127.0.0.1:9/dialog", "interval_seconds": 1},
+        ]
+        path = write_config(tmp_path / "c.yaml", sim, dialog_probes=probes)
+        async with running(sim, path) as (daemon, http):
+            with anyio.fail_after(WAIT_SECONDS):
+                while True:
+                    text = (await http.get("/metrics")).text
+                    ok = value(text, "duixwatch_dialog_probe_success", probe="bot")
+                    down = value(text, "duixwatch_dialog_probe_success", probe="down")
+                    if ok is not None and down is not None:
+                        break
+                    await anyio.sleep(0.05)
+            assert ok == 1
+            assert down == 0
+            assert value(
+                text, "duixwatch_dialog_probe_failures_total", probe="down", reason="connect"
+            )
+            status = (await http.get("/status?format=json")).json()
+            by_name = {p["probe"]: p for p in status["dialog_probes"]}
+            assert by_name["bot"]["last"]["success"] is True
+            assert by_name["down"]["last"]["failed_rule"]["rule"] == "transport"
+            page = (await http.get("/status", headers={"accept": "text/html"})).text
+            assert "Dialog probes" in page
+            assert "FAILING" in page
+
+            doc = yaml.safe_load(path.read_text())
+            doc["dialog_probes"] = probes[:1]
+            path.write_text(yaml.safe_dump(doc))
+            assert await daemon.reload() is True
+            text = (await http.get("/metrics")).text
+            assert 'probe="down"' not in text
+            status = (await http.get("/status?format=json")).json()
+            assert [p["probe"] for p in status["dialog_probes"]] == ["bot"]

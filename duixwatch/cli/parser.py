@@ -3,7 +3,8 @@
 Each command group adds its own subcommands, each with the function that runs it:
 :mod:`~duixwatch.cli.operate` (commands on one APP over the client),
 :mod:`~duixwatch.cli.service` (``run``, ``once``, ``plan``, ``check``: the config file's) and
-:mod:`~duixwatch.cli.simulator` (``sim``, ``demo``). :func:`main` parses, runs the command and
+:mod:`~duixwatch.cli.simulator` (``sim``, ``demo``) and :mod:`~duixwatch.cli.dialog`
+(``dialog check``). :func:`main` parses, runs the command and
 turns expected failures into one line on stderr and an exit code
 (:mod:`~duixwatch.cli.runtime`).
 """
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from typing import NoReturn, TextIO
 
 from duixwatch import __version__
-from duixwatch.cli import operate, runtime, service, simulator
+from duixwatch.cli import dialog, operate, runtime, service, simulator
 from duixwatch.core import errors
 
 __all__ = ["build_parser", "main"]
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     operate.add_commands(command)
     service.add_commands(command)
     simulator.add_commands(command)
+    dialog.add_commands(command)
     return parser
 
 

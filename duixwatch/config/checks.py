@@ -1,6 +1,6 @@
 """The rules across sections (design.md §8 rule 5 among them), each problem at its key path.
 
-Unique app names and ids, policy names and target names; each policy's own rules
+Unique app names and ids, policy, target and probe names; each policy's own rules
 (:meth:`~duixwatch.policy.schema.PolicyConfig.problems`); every policy and target selecting at
 least one app (a typo must not silently disable a safety policy); and ``close_all`` allowed,
 applied to exactly one app, and confirmed by that app's id.
@@ -48,6 +48,7 @@ class Facts:
     policy_names: list[tuple[int, str]]
     allow_close_all: bool
     targets: list[tuple[int, TargetRef]] = field(default_factory=list)
+    probe_names: list[tuple[int, str]] = field(default_factory=list)
 
 
 def cross_check(facts: Facts) -> Problems:
@@ -85,6 +86,17 @@ def cross_check(facts: Facts) -> Problems:
             )
         else:
             policy_names[name] = index
+    probe_names: dict[str, int] = {}
+    for index, name in facts.probe_names:
+        if name in probe_names:
+            problems.append(
+                (
+                    ("dialog_probes", index, "name"),
+                    f"duplicate probe name (also dialog_probes[{probe_names[name]}])",
+                )
+            )
+        else:
+            probe_names[name] = index
     for index, policy in facts.policies:
         here: KeyPath = ("policies", index)
         problems += [((*here, *path), message) for path, message in policy.problems()]

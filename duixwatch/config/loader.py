@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -44,14 +45,23 @@ from duixwatch.config.paths import suggest
 from duixwatch.config.schema import APP_NAME_RE, TOP_LEVEL_KEYS, Config, ScalingTarget, facts
 from duixwatch.config.yamllines import LineLoader, Problem, yaml_problem
 from duixwatch.core import errors
-from duixwatch.core.fields import DEFER_CROSS_CHECKS, LABEL_NAME_RE, KeyPath, app_id, dotted
+from duixwatch.core.fields import (
+    DEFER_CROSS_CHECKS,
+    LABEL_NAME_RE,
+    KeyPath,
+    app_id,
+    dotted,
+    header_name,
+    header_value,
+)
 from duixwatch.policy import kinds
 from duixwatch.policy.schema import PolicyConfig
 
 __all__ = ["ConfigFileError", "load_config"]
 
-#: An appKey is a short token; anything bigger is the wrong file.
+#: An appKey is a short token, a headers file a few lines; anything bigger is the wrong file.
 _MAX_KEY_FILE_BYTES = 64 * 1024
+_MAX_HEADERS_FILE_BYTES = 64 * 1024
 #: Stands in for a key that failed to resolve, so validation can report the other problems.
 _UNRESOLVED_KEY = "<unresolved>"
 
@@ -82,8 +92,6 @@ def load_config(
     loader = _Loader(path, os.environ if environ is None else environ)
     return loader.load()
 
-
-# --------------------------------------------------------------------------- ${VAR} expansion
 
 # --------------------------------------------------------------------------- ${VAR} expansion
 
@@ -203,8 +211,11 @@ class _Loader:
             self.problem(("source",), "unknown key")
             del data["source"]
         self.resolve_apps(data)
+        self.resolve_probes(data)
         data["source"] = self.file.absolute()
         config = self.validate(data)
+        if config is not None:
+            self.check_tls(config)
         found = facts(config) if config is not None else facts_of_data(data)
         for path, message in checks.cross_check(found):
             self.problem(path, message)
@@ -310,6 +321,15 @@ class _Loader:
         if not isinstance(given, str) or not given.strip():
             self.problem(key_path, "must be a file name")
             return
+        chosen, candidates = self.locate(given)
+        key = self.read_key(key_path, chosen, tried=candidates)
+        if key is not None:
+            app["app_key"] = key
+            app["app_key_file"] = chosen
+
+    def locate(self, given: str) -> tuple[Path, list[Path]]:
+        """A secret file named in the config: as given when absolute, else in
+        ``$CREDENTIALS_DIRECTORY`` first, then next to the config file; and the places tried."""
         candidates: list[Path] = []
         requested = Path(given)
         credentials = self.environ.get("CREDENTIALS_DIRECTORY")
@@ -319,11 +339,7 @@ class _Loader:
             if credentials:
                 candidates.append(Path(credentials) / requested)
             candidates.append(self.file.absolute().parent / requested)
-        chosen = next((c for c in candidates if c.exists()), candidates[-1])
-        key = self.read_key(key_path, chosen, tried=candidates)
-        if key is not None:
-            app["app_key"] = key
-            app["app_key_file"] = chosen
+        return next((c for c in candidates if c.exists()), candidates[-1]), candidates
 
     def key_from_credentials(self, app: dict[str, Any], path: KeyPath) -> None:
         app["app_key"] = _UNRESOLVED_KEY
@@ -376,6 +392,95 @@ class _Loader:
             self.problem(path, f"the key file {file} is empty", covers=False)
             return None
         return key
+
+    def resolve_probes(self, data: dict[str, Any]) -> None:
+        probes = data.get("dialog_probes")
+        for index, probe in enumerate(probes if isinstance(probes, list) else []):
+            if not isinstance(probe, dict):
+                continue
+            path: KeyPath = ("dialog_probes", index)
+            tls = probe.get("tls")
+            if isinstance(tls, dict):
+                for key in ("ca_file", "cert_file", "key_file"):
+                    given = tls.get(key)
+                    if isinstance(given, str) and given.strip():
+                        tls[key] = self.locate(given)[0]
+            given = probe.get("headers_file")
+            if given is None:
+                continue
+            if not isinstance(given, str) or not given.strip():
+                self.problem((*path, "headers_file"), "must be a file name")
+                continue
+            chosen, tried = self.locate(given)
+            probe["headers_file"] = chosen
+            from_file = self.read_headers((*path, "headers_file"), chosen, tried=tried)
+            headers = probe.get("headers")
+            if not isinstance(headers, dict):
+                headers = {} if headers is None else headers
+            if isinstance(headers, dict):
+                given_names = {str(name).lower() for name in headers}
+                for name, value in from_file.items():
+                    if name.lower() in given_names:
+                        self.problem(
+                            (*path, "headers_file"),
+                            f"{chosen} sets {name!r}, which headers already sets",
+                        )
+                    else:
+                        headers[name] = value
+                probe["headers"] = headers
+
+    def read_headers(self, path: KeyPath, file: Path, *, tried: list[Path]) -> dict[str, str]:
+        """``Name: value`` lines of ``file`` (``#`` comments and blank lines skipped). A
+        problem names the file's line, never a value."""
+        where = f"{file}" if len(tried) == 1 else f"{file} (tried {', '.join(map(str, tried))})"
+        try:
+            with file.open("rb") as handle:
+                raw = handle.read(_MAX_HEADERS_FILE_BYTES + 1)
+        except OSError as exc:
+            self.problem(path, f"cannot read the headers file {where}: {exc.strerror or exc}")
+            return {}
+        if len(raw) > _MAX_HEADERS_FILE_BYTES:
+            self.problem(path, f"the headers file {file} is larger than 64 KiB")
+            return {}
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            self.problem(path, f"the headers file {file} is not UTF-8 text")
+            return {}
+        headers: dict[str, str] = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            name, colon, value = line.partition(":")
+            name = name.strip()
+            if not colon:
+                self.problem(path, f"{file}:{number}: expected 'Name: value'")
+                continue
+            try:
+                header_name(name)
+                header_value(value)
+            except ValueError:
+                # Not the validator's message: it quotes the name, which may be a pasted token.
+                self.problem(path, f"{file}:{number}: not a valid 'Name: value' header line")
+                continue
+            if name.lower() in {n.lower() for n in headers}:
+                self.problem(path, f"{file}:{number}: {name!r} is set twice")
+                continue
+            headers[name] = value.strip()
+        return headers
+
+    def check_tls(self, config: Config) -> None:
+        """Each probe's TLS files load (a bad certificate is a config error, not a probe
+        failure at 3 a.m.)."""
+        for index, probe in enumerate(config.dialog_probes):
+            tls = probe.tls
+            if tls.ca_file is None and tls.cert_file is None:
+                continue
+            try:
+                tls.ssl_context()
+            except (OSError, ssl.SSLError) as exc:
+                reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+                self.problem(("dialog_probes", index, "tls"), f"cannot load: {reason}")
 
     def validate(self, data: dict[str, Any]) -> Config | None:
         try:
@@ -465,10 +570,17 @@ def facts_of_data(data: Mapping[str, Any]) -> checks.Facts:
         except ValidationError:
             continue  # reported by the validation of the whole config
         targets.append((index, checks.TargetRef(target.name, target.apps)))
+    probes = data.get("dialog_probes")
+    probe_names = [
+        (index, raw["name"])
+        for index, raw in enumerate(probes if isinstance(probes, list) else [])
+        if isinstance(raw, dict) and isinstance(raw.get("name"), str)
+    ]
     return checks.Facts(
         apps=apps,
         policies=policies,
         policy_names=policy_names,
         allow_close_all=allow_close_all,
         targets=targets,
+        probe_names=probe_names,
     )

@@ -42,8 +42,8 @@ def mask(cfg: Config) -> dict[str, Any]:
     """The effective config as JSON-able data, every secret replaced by ``"**********"``.
 
     For the startup log line and ``/status``. Secrets: appKeys, the password of
-    ``duix.base_url``, and of each notify target the URL's path and query (a webhook URL is
-    its own credential) and every header value.
+    ``duix.base_url``, and of each notify target and dialog probe the URL's path and query (a
+    webhook URL is its own credential; a dialog URL may be signed) and every header value.
     """
     data = cfg.model_dump(mode="json")
     for app in data["apps"]:
@@ -53,4 +53,7 @@ def mask(cfg: Config) -> dict[str, Any]:
         for target in policy["notify"]:
             target["url"] = _mask_webhook(target["url"])
             target["headers"] = dict.fromkeys(target["headers"], MASK)
+    for probe in data["dialog_probes"]:
+        probe["url"] = _mask_webhook(probe["url"])
+        probe["headers"] = dict.fromkeys(probe["headers"], MASK)
     return data

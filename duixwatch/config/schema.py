@@ -33,6 +33,7 @@ from duixwatch.core.fields import (
     matches_any,
     raise_problems,
 )
+from duixwatch.dialog.schema import DialogProbeConfig
 from duixwatch.policy.schema import PolicyConfig
 
 __all__ = [
@@ -373,6 +374,7 @@ class Config(Strict):
     policies: tuple[PolicyConfig, ...] = ()
     scaling: ScalingSettings = Field(default_factory=ScalingSettings)
     sharding: ShardingSettings = Field(default_factory=ShardingSettings)
+    dialog_probes: tuple[DialogProbeConfig, ...] = ()
     source: Path | None = None
 
     @field_validator("apps")
@@ -406,6 +408,7 @@ def facts(config: Config) -> checks.Facts:
         apps=[checks.AppRef(i, app.name, app.app_id) for i, app in enumerate(config.apps)],
         policies=list(enumerate(config.policies)),
         policy_names=[(i, policy.name) for i, policy in enumerate(config.policies)],
+        probe_names=[(i, probe.name) for i, probe in enumerate(config.dialog_probes)],
         allow_close_all=config.enforcement.allow_close_all,
         targets=[
             (i, checks.TargetRef(target.name, target.apps))

@@ -36,6 +36,7 @@ from duixwatch.core.clock import Clock
 from duixwatch.export import exposition
 from duixwatch.export.apps import COLUMNS, Column, PollErrorCounter, SnapshotCollector
 from duixwatch.export.autoscaling import ScalingReading
+from duixwatch.export.probes import ProbeMetrics
 
 __all__ = [
     "API_REQUEST_DURATION_BUCKETS",
@@ -178,6 +179,8 @@ class Metrics:
         registry.register(self._poll_errors)
         registry.register(ScalingCollector(scaling or tuple))
         registry.register(NotificationCollector(notifications or (lambda: None)))
+        #: ``duixwatch_dialog_probe_*``: the prober's observer.
+        self.probes = ProbeMetrics(registry)
         self._shard_index = Gauge(
             "duixwatch_shard_index",
             "This replica's shard index (0 when not sharded).",

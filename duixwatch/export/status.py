@@ -1,8 +1,8 @@
 """Status views: what ``/status``, the KEDA endpoint and ``duixwatch once``/``plan`` show.
 
-JSON-able dictionaries (never a key or token) built from snapshots, plans, action records and
-scaling readings, the plain HTML page a browser gets for ``/status``, and :func:`format_age`,
-the one way an age is written for people.
+JSON-able dictionaries (never a key or token) built from snapshots, plans, action records,
+scaling readings and dialog probe results, the plain HTML page a browser gets for
+``/status``, and :func:`format_age`, the one way an age is written for people.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from duixwatch.core import models
+from duixwatch.core.fields import redact_url
+from duixwatch.dialog.prober import ProbeResult
+from duixwatch.dialog.schema import DialogProbeConfig
 from duixwatch.export.autoscaling import ScalingReading
 from duixwatch.policy.plan import ActionRecord, PolicyPlan
 
@@ -20,6 +23,7 @@ __all__ = [
     "action_status",
     "format_age",
     "policy_plan_status",
+    "probe_status",
     "scaling_status",
     "snapshot_status",
     "status_html",
@@ -163,6 +167,68 @@ def scaling_status(reading: ScalingReading, now: datetime) -> dict[str, Any]:
     }
 
 
+def probe_status(
+    probe: DialogProbeConfig, result: ProbeResult | None, now: datetime
+) -> dict[str, Any]:
+    """One dialog probe's entry of ``/status``: where it asks (host only), its last result
+    and the rule that failed (never a header or the URL's path)."""
+    entry: dict[str, Any] = {
+        "probe": probe.name,
+        "target": redact_url(probe.url),
+        "mode": probe.mode,
+        "interval_seconds": probe.interval_seconds,
+        "budget_seconds": probe.budget_seconds,
+        "last": None,
+    }
+    if result is None:
+        return entry
+    failed = result.failed_rule
+    entry["last"] = {
+        "at": result.at.isoformat(),
+        "age_seconds": round((now - result.at).total_seconds(), 3),
+        "success": result.success,
+        "reason": result.reason,
+        "failed_rule": (
+            {"rule": failed.rule, "detail": failed.detail} if failed is not None else None
+        ),
+        "warnings": [{"rule": w.rule, "detail": w.detail} for w in result.warnings],
+        "status": result.status,
+        "first_byte_seconds": result.first_byte_seconds,
+        "first_answer_seconds": result.first_answer_seconds,
+        "total_seconds": result.total_seconds,
+        "chunks": result.chunks,
+        "answer_bytes": result.answer_bytes,
+    }
+    return entry
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}s"
+
+
+def _probe_row(p: Mapping[str, Any]) -> str:
+    esc = html.escape
+    last = p["last"]
+    if last is None:
+        state, detail, timing = "<td>not run yet</td>", "", "<td></td>"
+    else:
+        ok = last["success"]
+        failed = last["failed_rule"]
+        state = f"<td class={'up' if ok else 'down'}>{'ok' if ok else 'FAILING'}</td>"
+        detail = (
+            f"{last['reason']}: {failed['rule']}: {failed['detail']}" if failed is not None else ""
+        )
+        timing = (
+            f"<td>{esc(_seconds(last['first_answer_seconds']))} / "
+            f"{esc(_seconds(last['total_seconds']))}</td>"
+        )
+    return (
+        f"<tr><td>{esc(p['probe'])}</td><td>{esc(p['target'])}</td><td>{esc(p['mode'])}</td>"
+        f"{state}{timing}<td>{esc(str(p['budget_seconds']))}s</td>"
+        f"<td>{esc(last['at'] if last else '')}</td><td>{esc(detail)}</td></tr>"
+    )
+
+
 def status_html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> str:
     esc = html.escape
     rows = []
@@ -185,7 +251,7 @@ def status_html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -
     facts = "".join(
         f"<li>{esc(str(k))}: {esc(str(v))}</li>"
         for k, v in info.items()
-        if k not in ("config", "policies", "recent_actions")
+        if k not in ("config", "policies", "recent_actions", "dialog_probes")
     )
     policy_rows = "".join(
         "<tr>"
@@ -221,6 +287,10 @@ def status_html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -
         + "</table><h2>Recent actions</h2><table><tr><th>at</th><th>policy</th><th>app</th>"
         "<th>action</th><th>session</th><th>outcome</th><th>detail</th></tr>"
         + action_rows
+        + "</table><h2>Dialog probes</h2><table><tr><th>probe</th><th>target</th>"
+        "<th>mode</th><th>state</th><th>first answer / end</th><th>budget</th><th>at</th>"
+        "<th>failed rule</th></tr>"
+        + "".join(_probe_row(p) for p in info.get("dialog_probes", []))
         + "</table><p>JSON: <a href='/status?format=json'>/status?format=json</a> · "
         "<a href='/metrics'>/metrics</a></p></body></html>"
     )

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from duixwatch import config as settings
 from duixwatch.config import loader
 from duixwatch.core import errors
+from duixwatch.dialog.schema import ClientTLS, DialogProbeConfig
 from duixwatch.policy.kinds import SessionAge, SessionCount
 from duixwatch.policy.notify import NotifyTarget
 from duixwatch.policy.schema import PolicyConfig
@@ -116,6 +117,8 @@ def test_the_example_file_sets_every_key_of_the_contract() -> None:
         | keys(SessionAge)
         | keys(SessionCount)
         | keys(NotifyTarget)
+        | keys(DialogProbeConfig)
+        | keys(ClientTLS)
         | (keys(settings.Config) - {"source"})
     )
     missing = [key for key in sorted(expected) if f"{key}:" not in text]

@@ -1,0 +1,154 @@
+"""dialog.exchange against the simulator's dialog backend over loopback: every fault is caught
+by the rule meant for it, and the timings are those the simulator was told to cause."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from duixwatch.dialog.exchange import Report, Target, check, new_client
+from tests.loopback import loopback_sim
+
+pytestmark = pytest.mark.timeout(60)
+
+#: How close a measured phase must be to the delay the simulator injected.
+TOLERANCE = 0.05
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[tuple[str, Any]]:
+    async with loopback_sim() as (base_url, app):
+        yield base_url, app
+
+
+async def run(
+    backend: tuple[str, Any], path: str, faults: dict[str, Any] | None = None, **target: Any
+) -> Report:
+    base_url, app = backend
+    app.state.dialog.clear_faults()
+    if faults:
+        app.state.dialog.set_faults(type(app.state.dialog.faults).from_dict(faults))
+    settings: dict[str, Any] = {"conversation_id": "1234567890123456789"} | target
+    async with new_client() as client:
+        return await check(
+            client, Target(url=base_url + path, **settings), ["Hello there"], strict=False
+        )
+
+
+def failed(report: Report) -> set[str]:
+    return {r.rule for r in report.rules if r.verdict == "FAIL"}
+
+
+@pytest.mark.parametrize("path", ["/dialog", "/dialog/stream", "/dialog/stream?format=ndjson"])
+async def test_the_healthy_backend_is_conformant(backend: tuple[str, Any], path: str) -> None:
+    report = await run(backend, path)
+    assert report.conformant, [r for r in report.rules if r.verdict != "PASS"]
+    assert report.asked[0].outcome.answer.strip() == "You said: Hello there"
+
+
+@pytest.mark.parametrize(
+    ("path", "faults", "rule", "reason"),
+    [
+        ("/dialog", {"malformed": True}, "json.body", "malformed"),
+        ("/dialog", {"wrong_conversation_id": True}, "data.conversationId", "contract"),
+        ("/dialog", {"success_false": True}, "envelope.success", "contract"),
+        ("/dialog", {"status": 500}, "http.status", "http_status"),
+        ("/dialog", {"status": 404}, "http.status", "http_status"),
+        ("/dialog/stream", {"no_end": True}, "stream.final", "contract"),
+        ("/dialog/stream", {"after_end": True}, "stream.after_end", "contract"),
+        ("/dialog/stream", {"malformed": True}, "stream.frames", "malformed"),
+        ("/dialog/stream?format=ndjson", {"malformed": True}, "stream.frames", "malformed"),
+        ("/dialog/stream", {"keep_open_seconds": 3}, "stream.closed", "contract"),
+        ("/dialog/stream", {"status": 503}, "http.status", "http_status"),
+        (
+            "/dialog/stream",
+            {"require_header": {"name": "Authorization", "value": "Bearer t0k"}},
+            "http.status",
+            "http_status",
+        ),
+    ],
+)
+async def test_each_fault_fails_its_rule(
+    backend: tuple[str, Any], path: str, faults: dict[str, Any], rule: str, reason: str
+) -> None:
+    report = await run(backend, path, faults)
+    assert not report.conformant
+    assert rule in failed(report), report.rules
+    assert report.failure_reason == reason
+
+
+async def test_a_stall_mid_stream_is_a_timeout(backend: tuple[str, Any]) -> None:
+    report = await run(backend, "/dialog/stream", {"stall_after_chunks": 2}, timeout_seconds=0.5)
+    assert report.failure_reason == "timeout"
+    assert report.asked[0].exchange.frames  # it got that far
+
+
+async def test_an_answer_over_the_budget(backend: tuple[str, Any]) -> None:
+    report = await run(
+        backend, "/dialog", {"delay_seconds": 0.6}, budget_seconds=0.5, timeout_seconds=2
+    )
+    assert report.failure_reason == "over_budget"
+    assert "timing.budget" in failed(report)
+
+
+async def test_the_configured_headers_are_sent(backend: tuple[str, Any]) -> None:
+    faults = {"require_header": {"name": "Authorization", "value": "Bearer t0k"}}
+    report = await run(backend, "/dialog/stream", faults, headers={"Authorization": "Bearer t0k"})
+    assert report.conformant
+    _, app = backend
+    sent = app.state.dialog.requests.to_dict()["last"]
+    assert "authorization" in {name.lower() for name in sent["header_names"]}
+    assert set(sent["fields"]) >= {"sid", "dh-code", "dh-question", "dh-conversation-id", "uuid"}
+
+
+async def test_timings_match_the_injected_delays(backend: tuple[str, Any]) -> None:
+    report = await run(backend, "/dialog", {"delay_seconds": 0.3})
+    asked = report.asked[0]
+    assert asked.exchange.first_byte == pytest.approx(0.3, abs=TOLERANCE)
+    assert asked.outcome.total == pytest.approx(0.3, abs=TOLERANCE)
+
+    report = await run(
+        backend, "/dialog/stream", {"first_chunk_delay_seconds": 0.4, "chunk_delay_seconds": 0.1}
+    )
+    asked = report.asked[0]
+    assert report.conformant
+    frames = len(asked.exchange.frames)
+    assert asked.exchange.first_byte == pytest.approx(0.0, abs=TOLERANCE)
+    assert asked.outcome.first_answer == pytest.approx(0.4, abs=TOLERANCE)
+    assert asked.outcome.total == pytest.approx(0.4 + 0.1 * (frames - 1), abs=TOLERANCE)
+
+
+async def test_strict_requests_are_refused_with_4xx(backend: tuple[str, Any]) -> None:
+    base_url, _ = backend
+    async with new_client() as client:
+        report = await check(client, Target(url=base_url + "/dialog"), ["Hi"], strict=True)
+    strict = {r.rule: r.verdict for r in report.strict}
+    assert strict == {
+        "strict.missing_sid": "PASS",
+        "strict.missing_dh-code": "PASS",
+        "strict.missing_dh-question": "PASS",
+        "strict.missing_dh-conversation-id": "PASS",
+    }
+
+
+async def test_questions_in_turn_carry_the_earlier_turns(backend: tuple[str, Any]) -> None:
+    base_url, app = backend
+    async with new_client() as client:
+        report = await check(
+            client, Target(url=base_url + "/dialog"), ["One", "Two", "Three"], strict=False
+        )
+    assert [a.question for a in report.asked] == ["One", "Two", "Three"]
+    context = json.loads(app.state.dialog.requests.to_dict()["last"]["fields"]["dh-context"])
+    assert context == [
+        {"q": {"context": "One"}, "a": {"context": "You said: One"}},
+        {"q": {"context": "Two"}, "a": {"context": "You said: Two"}},
+    ]
+
+
+async def test_a_refused_connection(backend: tuple[str, Any]) -> None:
+    async with new_client() as client:
+        report = await check(client, Target(url="http://127.0.0.1:9/x"), ["Hi"], strict=False)
+    assert report.failure_reason == "connect"
