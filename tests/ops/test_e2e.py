@@ -43,6 +43,7 @@ CONDITIONS = {
     "Only when an app has a session with a known start": "sessions",  # created by the fixture
     "Only when DUIX calls fail": "failures",  # an injected auth fault
     "Only when policies act": "policies",  # dry-run policies that act and abort
+    "Only when dialog probes are configured": "dialog",  # a probe of the simulator's bot
 }
 
 POLICIES = [
@@ -141,6 +142,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         config["state"] = {"dir": str(tmp / "state")}
         config["duix"] |= {"read_retries": 0, "request_timeout_seconds": 2}
         config["policies"] = POLICIES
+        config["dialog_probes"] = [
+            {"name": "bot", "url": f"{sim}/dialog/stream", "mode": "stream", "interval_seconds": 1}
+        ]
         (tmp / "duixwatch.yaml").write_text(yaml.safe_dump(config))
         prom = f"127.0.0.1:{free_port()}"
         (tmp / "prometheus.yml").write_text(
@@ -245,3 +249,32 @@ def test_an_auth_fault_makes_the_auth_alert_pending_and_fills_the_error_panels(
         eventually(lambda: empty_panels(stack, targets) is None, timeout=20, what="error data")
     finally:
         httpx.delete(f"{stack.sim}/_sim/faults", timeout=5).raise_for_status()
+
+
+def test_the_dialog_panels_have_data_and_a_failing_backend_makes_its_alert_pending(
+    stack: Stack,
+) -> None:
+    targets = queries("dialog")
+    assert len(targets) >= 5
+    eventually(lambda: empty_panels(stack, targets) is None, timeout=30, what="dialog data")
+    assert alerts()["DuixDialogProbeFailing"]["for"] != "0s"
+    httpx.post(
+        f"{stack.sim}/_sim/dialog/faults", json={"status": 503}, timeout=5
+    ).raise_for_status()
+    try:
+        eventually(
+            lambda: [
+                a
+                for a in stack.alerts()
+                if a["labels"]["alertname"] == "DuixDialogProbeFailing"
+                and a["labels"]["probe"] == "bot"
+                and a["state"] in {"pending", "firing"}
+            ],
+            timeout=20,
+            what="DuixDialogProbeFailing pending",
+        )
+        assert stack.query(
+            'duixwatch_dialog_probe_failures_total{probe="bot",reason="http_status"} > 0'
+        )
+    finally:
+        httpx.delete(f"{stack.sim}/_sim/dialog/faults", timeout=5).raise_for_status()

@@ -231,3 +231,41 @@ def test_the_provisioning_files_load_the_dashboards_and_a_prometheus() -> None:
     assert source["access"] == "proxy"
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert provider["options"]["path"] in readme
+
+
+def test_the_overview_has_a_dialog_backend_row() -> None:
+    """Issue #11: probe success, first-answer and total latency percentiles against the budget,
+    failures by reason — in one row, empty (and saying so) until a probe is configured."""
+    dashboard = load_json(REPO / "grafana" / "dashboards" / "duixwatch-overview.json")
+    top = dashboard["panels"]
+    (row,) = [p for p in top if p["type"] == "row" and p["title"] == "Dialog backend"]
+    below = sorted(
+        (p for p in top if p["gridPos"]["y"] > row["gridPos"]["y"]), key=lambda p: p["gridPos"]["y"]
+    )
+    end = next((p["gridPos"]["y"] for p in below if p["type"] == "row"), None)
+    dialog = [p for p in below if end is None or p["gridPos"]["y"] < end]
+    exprs = {p["title"]: " ".join(t["expr"] for t in p["targets"]) for p in dialog}
+    joined = " ".join(exprs.values())
+    assert "duixwatch_dialog_probe_success" in joined
+    assert "duixwatch_dialog_probe_total_duration_seconds_bucket" in joined
+    assert 'phase="first_answer"' in joined
+    assert "rate(duixwatch_dialog_probe_failures_total" in joined
+    assert "by (probe, reason)" in joined
+    for panel in dialog:
+        assert panel["description"].startswith("Only when dialog probes are configured")
+    latency = [
+        p
+        for p in dialog
+        if p["fieldConfig"]["defaults"].get("unit") == "s"
+        and "duration_seconds" in exprs[p["title"]]
+    ]
+    assert len(latency) == 2, "total and first answer"
+    for panel in latency:
+        defaults = panel["fieldConfig"]["defaults"]
+        assert defaults["custom"]["thresholdsStyle"]["mode"] != "off"
+        assert [s["value"] for s in defaults["thresholds"]["steps"]] == [None, 20]  # DUIX's
+        assert "duixwatch_dialog_probe_budget_seconds" in exprs[panel["title"]]  # the probe's
+        assert (
+            "histogram_quantile(" in exprs[panel["title"]]
+            or "quantile_over_time(" in exprs[panel["title"]]
+        )

@@ -10,6 +10,7 @@ import json
 import runpy
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -257,6 +258,54 @@ def test_the_rendered_config_and_secret_pass_duixwatch_check(tmp_path: Path) -> 
     }
     result = run([*DUIXWATCH, "check", "-c", tmp_path / "duixwatch.yaml"], env=env, timeout=60)
     assert result.returncode == 0, output(result)
+
+
+def commented_dialog_probes() -> list[dict[str, Any]]:
+    """The base config's commented-out ``dialog_probes:`` example, uncommented."""
+    lines = (DEPLOY / "kubernetes" / "base" / "duixwatch.yaml").read_text().splitlines()
+    start = lines.index("# dialog_probes:")
+    end = next(
+        (i for i in range(start + 1, len(lines)) if not lines[i].startswith("#   ")), len(lines)
+    )
+    probes: list[dict[str, Any]] = yaml.safe_load("\n".join(line[2:] for line in lines[start:end]))[
+        "dialog_probes"
+    ]
+    assert probes
+    return probes
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZE_DIRS, ids=ids)
+def test_the_network_policy_lets_the_example_dialog_probes_out(directory: Path) -> None:
+    egress = one(render(directory), "NetworkPolicy")["spec"]["egress"]
+    open_ports = {p["port"] for rule in egress if "to" not in rule for p in rule["ports"]}
+    for probe in commented_dialog_probes():
+        url = urlsplit(probe["url"])
+        port = url.port or {"https": 443, "http": 80}[url.scheme]
+        assert port in open_ports, f"{probe['name']}: egress to port {port}"
+
+
+def test_the_bases_dialog_probe_example_passes_duixwatch_check(tmp_path: Path) -> None:
+    """Uncommented, with its headers file added to the Secret as the comment says, the base's
+    dialog probe passes `duixwatch check` in the pod's view (see the test above)."""
+    objects = render(DEPLOY / "kubernetes" / "base")
+    config = yaml.safe_load(one(objects, "ConfigMap")["data"]["duixwatch.yaml"])
+    config["dialog_probes"] = commented_dialog_probes()
+    (tmp_path / "duixwatch.yaml").write_text(yaml.safe_dump(config))
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for name, value in one(objects, "Secret")["data"].items():
+        (credentials / name).write_bytes(base64.b64decode(value))
+    for probe in config["dialog_probes"]:
+        if "headers_file" in probe:
+            (credentials / probe["headers_file"]).write_text("Authorization: Bearer zz-token\n")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "CREDENTIALS_DIRECTORY": str(credentials),
+        "STATE_DIRECTORY": str(tmp_path / "state"),
+    }
+    result = run([*DUIXWATCH, "check", "-c", tmp_path / "duixwatch.yaml"], env=env, timeout=60)
+    assert result.returncode == 0, output(result)
+    assert "zz-token" not in result.stdout + result.stderr
 
 
 def test_the_readme_commands_are_the_ones_checked_here() -> None:

@@ -38,6 +38,8 @@ REQUIRED_ALERTS = {
     "DuixwatchPolicyActionsFailing",  # actions failing
     "DuixwatchConfigReloadFailed",  # config reload failed
     "DuixwatchEnforcementDisabled",  # enforcement disabled while policies expect it
+    "DuixDialogProbeFailing",  # the dialog backend fails the synthetic probe (issue #11)
+    "DuixDialogSlow",  # the dialog backend answers near or over the 20 s budget (issue #11)
 }
 
 

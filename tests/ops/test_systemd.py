@@ -185,6 +185,47 @@ def test_the_example_config_runs_under_the_unit_with_keys_from_credentials(
     assert result.returncode == 0, output(result)
 
 
+def test_the_example_dialog_probe_gets_its_headers_from_the_units_credential(
+    tmp_path: Path,
+) -> None:
+    """The example's commented-out dialog probe reads its secret headers from
+    ``headers_file: dialog-headers``, which the unit's commented-out LoadCredential= line puts
+    in $CREDENTIALS_DIRECTORY: uncommented together, `duixwatch check` accepts them."""
+    commented = [
+        line[1:].partition("=")[2]
+        for line in UNIT.read_text(encoding="utf-8").splitlines()
+        if line.startswith("#LoadCredential=")
+    ]
+    (credential,) = commented
+    name, _, source = credential.partition(":")
+    assert source == f"/etc/duixwatch/keys/{name}"
+    lines = (DEPLOY / "duixwatch.example.yaml").read_text(encoding="utf-8").splitlines()
+    start = lines.index("# dialog_probes:")
+    end = next(
+        (i for i in range(start + 1, len(lines)) if not lines[i].startswith("#   ")), len(lines)
+    )
+    block = yaml.safe_load("\n".join(line[2:] for line in lines[start:end]))
+    (probe,) = block["dialog_probes"]
+    assert probe["headers_file"] == name
+    config = load_yaml(DEPLOY / "duixwatch.example.yaml")
+    for app in config["apps"]:
+        app.pop("app_key", None)
+        app.pop("app_key_file", None)
+    config["dialog_probes"] = block["dialog_probes"]
+    path = tmp_path / "duixwatch.yaml"
+    path.write_text(yaml.safe_dump(config))
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for line in unit_settings()["Service.LoadCredential"]:
+        (credentials / line.split(":", 1)[0]).write_text("a-key-from-a-credential\n")
+    (credentials / name).write_text("Authorization: Bearer a-token-from-a-credential\n")
+    env = {"PATH": "/usr/bin:/bin", "CREDENTIALS_DIRECTORY": str(credentials)}
+    env["STATE_DIRECTORY"] = str(tmp_path / "state")
+    result = run([*DUIXWATCH, "check", "-c", path], env=env, timeout=60)
+    assert result.returncode == 0, output(result)
+    assert "a-token-from-a-credential" not in result.stdout + result.stderr
+
+
 def env_file_assignments(*, commented_too: bool) -> dict[str, str]:
     """The VAR=value lines of duixwatch.env (and, optionally, of its commented-out examples)."""
     found: dict[str, str] = {}
