@@ -12,8 +12,9 @@ STAMP  := $(VENV)/.installed-stamp
 # tests FAIL, so `make test` installs them (as root, or through sudo).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # prometheus: promtool and the server; prometheus-alertmanager: amtool and the server;
+# prometheus-blackbox-exporter: the dialog comparison (bench/dialog_compare.py);
 # systemd: systemd-analyze. Node.js (npm) is checked separately: its package differs by source.
-DEBS   := prometheus prometheus-alertmanager systemd
+DEBS   := prometheus prometheus-alertmanager prometheus-blackbox-exporter systemd
 
 .PHONY: venv tools demo test check fmt clean bench
 
@@ -36,6 +37,7 @@ venv: $(STAMP)
 tools: $(STAMP)
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
 	  && command -v amtool >/dev/null && command -v prometheus-alertmanager >/dev/null \
+	  && command -v prometheus-blackbox-exporter >/dev/null \
 	  && command -v systemd-analyze >/dev/null || { \
 	  echo "installing Debian packages: $(DEBS)"; \
 	  $(SUDO) apt-get update -qq && \
