@@ -345,7 +345,7 @@ async def test_metrics_is_sent_in_pieces_with_its_length_and_answers_head(
 async def test_dialog_probes_run_export_show_on_status_and_follow_reloads(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    async with loopback_sim() as (backend, _):
+    async with loopback_sim() as (backend, backend_app):
         probes = [
             {"name": "bot", "url": f"{backend}/dialog", "interval_seconds": 1},
             {"name": "down", "url": "http://127.0.0.1:9/dialog", "interval_seconds": 1},
@@ -372,6 +372,29 @@ async def test_dialog_probes_run_export_show_on_status_and_follow_reloads(
             page = (await http.get("/status", headers={"accept": "text/html"})).text
             assert "Dialog probes" in page
             assert "FAILING" in page
+
+            # the exported latencies are what the backend was told to cause (within 50 ms)
+            backend_app.state.dialog.set_faults(
+                type(backend_app.state.dialog.faults).from_dict({"delay_seconds": 0.3})
+            )
+            with anyio.fail_after(WAIT_SECONDS):
+                while True:
+                    text = (await http.get("/metrics")).text
+                    first = value(
+                        text,
+                        "duixwatch_dialog_probe_duration_seconds",
+                        probe="bot",
+                        phase="first_byte",
+                    )
+                    if first is not None and first > 0.2:
+                        break
+                    await anyio.sleep(0.05)
+            assert first == pytest.approx(0.3, abs=0.05)
+            total = value(
+                text, "duixwatch_dialog_probe_duration_seconds", probe="bot", phase="total"
+            )
+            assert total == pytest.approx(0.3, abs=0.05)
+            backend_app.state.dialog.clear_faults()
 
             doc = yaml.safe_load(path.read_text())
             doc["dialog_probes"] = probes[:1]

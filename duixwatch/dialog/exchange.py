@@ -13,6 +13,7 @@ the URL's path or query: the report names the target by :func:`~duixwatch.core.f
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -255,11 +256,16 @@ async def _read(
 
 
 def _transport_detail(exc: httpx.TransportError) -> str:
-    """A transport error without the request it quotes (the URL may be a secret)."""
+    """A transport error without the request it quotes (the URL may be a secret): its type,
+    and for a TLS failure what the handshake said (``unable to get local issuer certificate``)."""
     kind = type(exc).__name__
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None and "ssl" in type(cause).__module__.lower():
-        return f"{kind} (TLS: {type(cause).__name__})"
+    cause: BaseException | None = exc
+    for _ in range(6):  # httpx -> httpcore -> ssl
+        cause = cause.__cause__ or cause.__context__ if cause is not None else None
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"{kind} (TLS: {cause.verify_message or type(cause).__name__})"
+        if isinstance(cause, ssl.SSLError):
+            return f"{kind} (TLS: {cause.reason or type(cause).__name__})"
     return kind
 
 

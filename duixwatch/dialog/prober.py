@@ -1,7 +1,8 @@
 """The daemon's dialog probes: each configured probe asks its backend on its own schedule.
 
 :class:`Prober` runs one task per probe in its own task group (started in the daemon's with
-``await tg.start(prober.run)``); :meth:`Prober.apply` starts, stops and restarts them to match a
+``await tg.start(prober.run)``, a :class:`~duixwatch.core.tasks.KeyedTasks`);
+:meth:`Prober.apply` starts, stops and restarts them to match a
 (re)loaded config — a probe whose settings did not change keeps its schedule and its
 conversation. A probe runs every ``interval_seconds`` measured from the start of the previous
 run (a run longer than the interval delays the next, never stacks them), its first run at a
@@ -24,10 +25,11 @@ from typing import Any, Protocol
 import anyio
 import httpx
 import structlog
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 
 from duixwatch.core.clock import Clock
 from duixwatch.core.fields import redact_url
+from duixwatch.core.tasks import KeyedTasks
 from duixwatch.dialog import contract
 from duixwatch.dialog.contract import RuleResult, Turn
 from duixwatch.dialog.exchange import HISTORY_TURNS, Asked, Target, ask, new_client
@@ -109,12 +111,6 @@ def _default_client(probe: DialogProbeConfig) -> httpx.AsyncClient:
     return new_client(verify=True if plain else tls.ssl_context())
 
 
-class _Running:
-    def __init__(self, config: DialogProbeConfig, scope: anyio.CancelScope) -> None:
-        self.config = config
-        self.scope = scope
-
-
 class Prober:
     """Every configured probe, on its schedule, bounded in concurrency."""
 
@@ -132,58 +128,42 @@ class Prober:
         self._rng = rng or random.Random()
         self._slots = anyio.CapacityLimiter(max_concurrent)
         self._client_factory = client_factory
-        self._tg: TaskGroup | None = None
-        self._running: dict[str, _Running] = {}
+        self._tasks: KeyedTasks[DialogProbeConfig] = KeyedTasks(self._loop)
         #: The last result of each configured probe.
         self.results: dict[str, ProbeResult] = {}
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Hold the probes' task group until cancelled."""
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            task_status.started()
-            await anyio.sleep_forever()
+        await self._tasks.run(task_status=task_status)
 
     def apply(self, probes: Sequence[DialogProbeConfig]) -> None:
         """Start, stop or restart probe tasks to match ``probes`` (after :meth:`run` started)."""
-        if self._tg is None:
-            raise RuntimeError("Prober.apply before Prober.run started")
         wanted = {p.name: p for p in probes}
-        for name in list(self._running):
-            running = self._running[name]
-            if wanted.get(name) != running.config:
-                running.scope.cancel()
-                del self._running[name]
         for name in list(self.results):
             if name not in wanted:
                 del self.results[name]
-        for name, config in wanted.items():
-            if name not in self._running:
-                scope = anyio.CancelScope()
-                self._running[name] = _Running(config, scope)
-                self._tg.start_soon(self._loop, config, scope, name=f"probe {name}")
+        self._tasks.apply(wanted)
 
-    async def _loop(self, config: DialogProbeConfig, scope: anyio.CancelScope) -> None:
-        with scope:
-            try:
-                client = self._client_factory(config)
-            except (OSError, ValueError) as exc:  # checked at load; the files may change since
-                await self._unusable(config, exc)
-                return
-            async with client:
-                await self._clock.sleep(
-                    self._rng.uniform(0, min(config.interval_seconds, FIRST_RUN_SPREAD_SECONDS))
-                )
-                turn = 0
-                history: list[Turn] = []
-                while True:
-                    started = self._clock.monotonic()
-                    text = config.questions[turn % len(config.questions)]
-                    asked = await self._once(client, config, text, history)
-                    history = [*history, Turn(text, asked.outcome.answer)][-HISTORY_TURNS:]
-                    turn += 1
-                    elapsed = self._clock.monotonic() - started
-                    await self._clock.sleep(config.interval_seconds - elapsed)
+    async def _loop(self, config: DialogProbeConfig) -> None:
+        try:
+            client = self._client_factory(config)
+        except (OSError, ValueError) as exc:  # checked at load; the files may change since
+            await self._unusable(config, exc)
+            return
+        async with client:
+            await self._clock.sleep(
+                self._rng.uniform(0, min(config.interval_seconds, FIRST_RUN_SPREAD_SECONDS))
+            )
+            turn = 0
+            history: list[Turn] = []
+            while True:
+                started = self._clock.monotonic()
+                text = config.questions[turn % len(config.questions)]
+                asked = await self._once(client, config, text, history)
+                history = [*history, Turn(text, asked.outcome.answer)][-HISTORY_TURNS:]
+                turn += 1
+                elapsed = self._clock.monotonic() - started
+                await self._clock.sleep(config.interval_seconds - elapsed)
 
     async def _unusable(self, config: DialogProbeConfig, exc: Exception) -> None:
         """The probe's TLS files no longer load: a failed run every interval (so that its

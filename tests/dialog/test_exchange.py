@@ -4,12 +4,20 @@ by the rule meant for it, and the timings are those the simulator was told to ca
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.abc
 import pytest
+import trustme
+from anyio.abc import TaskStatus
+from anyio.streams.tls import TLSStream
 
 from duixwatch.dialog.exchange import Report, Target, check, new_client
+from duixwatch.dialog.schema import ClientTLS
 from tests.loopback import loopback_sim
 
 pytestmark = pytest.mark.timeout(60)
@@ -152,3 +160,76 @@ async def test_a_refused_connection(backend: tuple[str, Any]) -> None:
     async with new_client() as client:
         report = await check(client, Target(url="http://127.0.0.1:9/x"), ["Hi"], strict=False)
     assert report.failure_reason == "connect"
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+async def _tls_backend(
+    ca: trustme.CA, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """A one-answer HTTPS dialog backend for ``bot.test`` (certificate from ``ca``)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("bot.test").configure_cert(context)
+
+    async def answer(plain: anyio.abc.SocketStream) -> None:
+        async with plain:
+            try:
+                stream = await TLSStream.wrap(
+                    plain, server_side=True, ssl_context=context, standard_compatible=False
+                )
+            except (ssl.SSLError, anyio.BrokenResourceError, OSError):
+                return  # the client refused our certificate: what the test wants
+            await _answer_once(stream)
+
+    async def _answer_once(stream: TLSStream) -> None:
+        async with stream:
+            data = b""
+            with anyio.fail_after(5):
+                while b"\r\n\r\n" not in data:
+                    data += await stream.receive()
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(
+                    next(
+                        line.split(b":", 1)[1]
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    )
+                )
+                while len(body) < length:
+                    body += await stream.receive()
+            asked = json.loads(body)
+            envelope = json.dumps(
+                {
+                    "code": "200",
+                    "success": True,
+                    "data": {"conversationId": asked["dh-conversation-id"], "answer": "hi"},
+                }
+            ).encode()
+            await stream.send(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                + f"content-length: {len(envelope)}\r\n\r\n".encode()
+                + envelope
+            )
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener:
+        task_status.started(listener.extra(anyio.abc.SocketAttribute.local_port))  # noqa: S610
+        await listener.serve(answer)
+
+
+async def test_https_with_a_private_ca_and_a_server_name(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(_tls_backend, ca)
+        target = Target(url=f"https://127.0.0.1:{port}/dialog", server_name="bot.test")
+        trusted = ClientTLS(ca_file=tmp_path / "ca.pem").ssl_context()
+        async with new_client(verify=trusted) as client:
+            report = await check(client, target, ["Hi"], strict=False)
+        assert report.conformant, report.rules
+        async with new_client() as client:  # the system trust store does not know the CA
+            report = await check(client, target, ["Hi"], strict=False)
+        assert report.failure_reason == "connect"
+        assert "TLS" in report.rules[0].detail
+        tg.cancel_scope.cancel()
