@@ -41,6 +41,7 @@ def _cmd_sim(args: argparse.Namespace, out: TextIO) -> int:
         workload=not args.no_workload,
         arrivals_per_minute=args.arrivals_per_minute,
         mean_duration_seconds=args.mean_duration_seconds,
+        avatar_training_seconds=args.avatar_training_seconds,
     )
     if args.print_config:
         out.write(simulator.render_config(sim, base_url=f"http://{host}:{port}"))
@@ -160,6 +161,19 @@ def _listen(value: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _training_seconds(value: str) -> float:
+    """``--avatar-training-seconds S``: a number of seconds from 0 to the simulator's maximum."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not 0 <= seconds <= simulator.MAX_TRAINING_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be between 0 and {simulator.MAX_TRAINING_SECONDS:g} seconds"
+        )
+    return seconds
+
+
 def add_commands(command: runtime.AddCommand) -> None:
     """Add this group's subcommands to the ``duixwatch`` grammar."""
     p = command("sim", "run the DUIX platform simulator")
@@ -181,6 +195,14 @@ def add_commands(command: runtime.AddCommand) -> None:
     p.add_argument("--arrivals-per-minute", type=float, default=2.0, help="per APP")
     p.add_argument("--mean-duration-seconds", type=float, default=600.0)
     p.add_argument("--timezone", default="Asia/Shanghai", help="zone of zone-less times")
+    p.add_argument(
+        "--avatar-training-seconds",
+        type=_training_seconds,
+        default=simulator.TRAINING_SECONDS,
+        metavar="S",
+        help=f"how long a created avatar trains (default {simulator.TRAINING_SECONDS:g}; "
+        "0: final on the first query)",
+    )
     p.add_argument(
         "--print-config",
         action="store_true",

@@ -10,6 +10,8 @@ the client.
 * :mod:`~duixwatch.sim.faults` injected faults and request statistics
 * :mod:`~duixwatch.sim.shapes` the ``getconcurrentList`` shapes
 * :mod:`~duixwatch.sim.documents` generated conversation documents
+* :mod:`~duixwatch.sim.conversations` who owns which conversation, changes by key path
+* :mod:`~duixwatch.sim.avatars` avatar training (``createAvatar``, ``queryAvatar``)
 * :mod:`~duixwatch.sim.app` the Starlette app (DUIX API, ``/_sim/`` control API)
 * :mod:`~duixwatch.sim.dialog` the sample third-party dialog backend
 * :mod:`~duixwatch.sim.serve` uvicorn inside the caller's task group
@@ -21,7 +23,7 @@ from __future__ import annotations
 from duixwatch.sim.app import CONVERSATION_PATH, PREFIX, create_app
 from duixwatch.sim.config import render_config
 from duixwatch.sim.faults import ENDPOINTS, Fault, Faults, Stats
-from duixwatch.sim.model import Simulator
+from duixwatch.sim.model import MAX_TRAINING_SECONDS, TRAINING_SECONDS, Simulator
 from duixwatch.sim.records import SimApp, SimError, SimSession
 from duixwatch.sim.serve import serve
 from duixwatch.sim.shapes import DEFAULT_SHAPE, ListShape
@@ -30,7 +32,9 @@ __all__ = [
     "CONVERSATION_PATH",
     "DEFAULT_SHAPE",
     "ENDPOINTS",
+    "MAX_TRAINING_SECONDS",
     "PREFIX",
+    "TRAINING_SECONDS",
     "Fault",
     "Faults",
     "ListShape",

@@ -272,6 +272,13 @@ class _Control:
                 methods=["DELETE"],
             ),
             Route("/_sim/apps/{app}/shape", self._guard(self.set_shape), methods=["PUT"]),
+            Route(
+                "/_sim/apps/{app}/conversations/{conversation_id}",
+                self._guard(self.change_conversation),
+                methods=["PATCH"],
+            ),
+            Route("/_sim/avatars/training", self._guard(self.training), methods=["GET"]),
+            Route("/_sim/avatars/training", self._guard(self.set_training), methods=["PUT"]),
             Route("/_sim/faults", self._guard(self.list_faults), methods=["GET"]),
             Route("/_sim/faults", self._guard(self.set_fault), methods=["POST"]),
             Route("/_sim/faults", self._guard(self.clear_faults), methods=["DELETE"]),
@@ -363,6 +370,27 @@ class _Control:
             raise ValueError(f"shape is required, e.g. {shapes.DEFAULT_SHAPE}")
         self.sim.set_shape(app.app_id, shapes.ListShape.parse(text))
         return _json({"app_id": app.app_id, "name": app.name, "shape": str(app.shape)})
+
+    async def change_conversation(self, request: Request) -> Response:
+        app = self.sim.app(request.path_params["app"])
+        conversation_id = request.path_params["conversation_id"]
+        try:
+            changes = json.loads(await request.body())
+        except ValueError as exc:
+            raise ValueError("the body must be a JSON object of key paths to new values") from exc
+        changed = self.sim.change_conversation(app.app_id, conversation_id, changes)
+        body = {"app_id": app.app_id, "conversation_id": conversation_id, "changed": changed}
+        return _json(body)
+
+    async def training(self, request: Request) -> Response:
+        return _json({"seconds": self.sim.avatar_training_seconds})
+
+    async def set_training(self, request: Request) -> Response:
+        body = await self._body(request, frozenset({"seconds"}))
+        seconds = _typed(body, "seconds", (int, float), None)
+        if seconds is None:
+            raise ValueError('seconds is required, e.g. {"seconds": 0}')
+        return _json({"seconds": self.sim.set_avatar_training_seconds(seconds)})
 
     async def list_faults(self, request: Request) -> Response:
         return _json({"faults": [fault.to_dict() for fault in self.sim.faults.active()]})

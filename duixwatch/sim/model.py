@@ -7,7 +7,8 @@ Everything random comes from :class:`random.Random` instances seeded from the si
 and a purpose (``"<seed>:<app index>:workload"`` …), and every time comes from the injected
 clock, so the same seed read at the same clock times gives the same apps, sessions and ids.
 The workload is generated lazily: whenever state is read or an endpoint is hit, the arrival and
-hang-up events between the last read and ``clock.now()`` are played in time order.
+hang-up events between the last read and ``clock.now()`` are played in time order. Conversation
+documents live in :mod:`duixwatch.sim.conversations`; each session talks to one of its APP's.
 """
 
 from __future__ import annotations
@@ -15,26 +16,22 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jwt
-import pydantic
 
 from duixwatch.core import clock as clock_mod
-from duixwatch.core.documents import AvatarSpec
-from duixwatch.sim import documents, shapes
+from duixwatch.sim import avatars, conversations, documents, shapes
 from duixwatch.sim.faults import Faults, Stats
 from duixwatch.sim.records import (
     ClosedBy,
     SimApp,
-    SimAvatar,
     SimSession,
     Workload,
     bad_app,
-    bad_request,
     is_number,
     iso,
     no_such,
@@ -48,6 +45,7 @@ __all__ = [
     "APP_ID_ENDPOINTS",
     "APP_NAMES",
     "MAX_EVENTS_PER_ADVANCE",
+    "MAX_TRAINING_SECONDS",
     "TRAINING_SECONDS",
     "Simulator",
 ]
@@ -72,8 +70,10 @@ APP_NAMES = (
 
 #: Bound on the workload events played by one catch-up; beyond it the workload skips ahead.
 MAX_EVENTS_PER_ADVANCE = 100_000
-#: An avatar trains for this long (clock time) before ``queryAvatar`` reports an outcome.
-TRAINING_SECONDS = 60.0
+#: By default an avatar trains for this long (clock time) before ``queryAvatar`` reports an
+#: outcome; ``avatar_training_seconds`` (0 to :data:`MAX_TRAINING_SECONDS`) changes it.
+TRAINING_SECONDS = avatars.TRAINING_SECONDS
+MAX_TRAINING_SECONDS = avatars.MAX_TRAINING_SECONDS
 #: ``tokens_seen`` keeps at most this many claim sets (the oldest half is dropped beyond it).
 MAX_TOKENS_SEEN = 10_000
 #: The most APPs one simulator holds (the benchmark runs 10,000).
@@ -90,7 +90,8 @@ class Simulator:
     app empty and never adds sessions by itself (tests build state with :meth:`add_session`).
     ``arrivals_per_minute`` is per app; durations are exponential with mean
     ``mean_duration_seconds``; a fraction ``abandon_probability`` of arrivals never hang up
-    (the runaway sessions duixwatch exists to clean up).
+    (the runaway sessions duixwatch exists to clean up). An avatar created now trains for
+    ``avatar_training_seconds`` (see :meth:`set_avatar_training_seconds`).
     """
 
     def __init__(
@@ -105,6 +106,7 @@ class Simulator:
         arrivals_per_minute: float = 2.0,
         mean_duration_seconds: float = 600.0,
         abandon_probability: float = 0.02,
+        avatar_training_seconds: float = TRAINING_SECONDS,
     ) -> None:
         if not 1 <= apps <= MAX_APPS:
             raise ValueError(f"apps must be between 1 and {MAX_APPS}")
@@ -135,11 +137,16 @@ class Simulator:
         self._live: dict[str, dict[str, SimSession]] = {}
         self._closed_count: dict[str, int] = {}
         self._workloads: dict[str, Workload] = {}
-        self._conversations: dict[str, tuple[str, dict[str, Any]]] = {}
-        self._avatars: dict[int, SimAvatar] = {}
+        self._conversations = conversations.Conversations()
         self._ids_rng = self._rng("ids")
         self._docs_rng = self._rng("documents")
-        self._next_avatar_id = self._rng("avatars").randint(10_000, 99_999)
+        self._avatars = avatars.Avatars(
+            clock=self.clock,
+            first_id=self._rng("avatars").randint(10_000, 99_999),
+            docs_rng=self._docs_rng,
+            store=self._conversations,
+            training_seconds=avatar_training_seconds,
+        )
         self._apps: list[SimApp] = self._make_apps(apps, shape)
         self._by_key: dict[str, SimApp] = {}
         for app in self._apps:
@@ -184,16 +191,14 @@ class Simulator:
                 user_id=str(rng.randrange(1000, 100_000)),
                 conversation_id=documents.long_id(self._docs_rng),
             )
-            self._conversations[app.conversation_id] = (
-                app.app_id,
-                documents.conversation_document(
-                    self._docs_rng,
-                    conversation_id=app.conversation_id,
-                    corp_id=app.crop_id,
-                    user_id=app.user_id,
-                    name=app.name,
-                ),
+            document = documents.conversation_document(
+                self._docs_rng,
+                conversation_id=app.conversation_id,
+                corp_id=app.crop_id,
+                user_id=app.user_id,
+                name=app.name,
             )
+            self._conversations.add(app.app_id, document)
             made.append(app)
         return made
 
@@ -257,6 +262,9 @@ class Simulator:
         return documents.long_id(rng), str(rng.randrange(10_000, 1_000_000))
 
     def _register(self, session: SimSession) -> None:
+        session.conversation_id = self._conversations.for_session(
+            session.app_id, session.session_id
+        )
         self._sessions[session.session_id] = session
         self._live[session.app_id][session.session_id] = session
 
@@ -394,8 +402,26 @@ class Simulator:
 
     def conversation_ids(self, app_id: str) -> list[str]:
         """The ids of the app's conversations (seeded and created by avatars)."""
-        app = self.app(app_id)
-        return [cid for cid, (owner, _) in self._conversations.items() if owner == app.app_id]
+        return self._conversations.ids(self.app(app_id).app_id)
+
+    def change_conversation(self, app_id: str, conversation_id: str, changes: object) -> list[str]:
+        """Change one of the app's conversations by key path (``{"detailDto.ttsSpeaker": "aria",
+        "scriptDtoList[2].scriptContent": "…"}``, see :mod:`~duixwatch.sim.conversations`);
+        the key paths whose value changed. ``KeyError`` for an unknown app or conversation,
+        ``ValueError`` for a bad body or a path that does not exist (nothing changes then).
+        """
+        return self._conversations.change(self.app(app_id).app_id, conversation_id, changes)
+
+    @property
+    def avatar_training_seconds(self) -> float:
+        """How long an avatar created now trains (clock seconds)."""
+        return self._avatars.training_seconds
+
+    def set_avatar_training_seconds(self, seconds: float) -> float:
+        """How long avatars created from now on train (0: final on the first query; at most
+        :data:`MAX_TRAINING_SECONDS`); ``ValueError`` otherwise. Trainings under way keep
+        their time."""
+        return self._avatars.set_training_seconds(seconds)
 
     def record_token(self, claims: dict[str, Any]) -> None:
         """Remember an accepted token's claims (bounded)."""
@@ -411,6 +437,7 @@ class Simulator:
             "now": iso(now),
             "seed": self.seed,
             "timezone": self.timezone,
+            "avatar_training_seconds": self.avatar_training_seconds,
             "apps": [
                 {
                     "app_id": app.app_id,
@@ -418,6 +445,7 @@ class Simulator:
                     "concurrency_limit": app.concurrency_limit,
                     "shape": str(app.shape),
                     "conversation_id": app.conversation_id,
+                    "conversation_ids": self._conversations.ids(app.app_id),
                     "refused": app.refused,
                     "closed_sessions": self._closed_count[app.app_id],
                     "sessions": [
@@ -506,7 +534,11 @@ class Simulator:
             {
                 "session_id": session.session_id if session.with_id else None,
                 "started_at": session.started_at if session.with_start else None,
-                "extra": {"userId": session.user_id, "status": "in_call"},
+                "extra": {
+                    "userId": session.user_id,
+                    "status": "in_call",
+                    "conversationId": session.conversation_id,
+                },
             }
             for session in self.live_sessions(app.app_id)
         ]
@@ -532,71 +564,16 @@ class Simulator:
 
     def conversation(self, app: SimApp, conversation_id: str) -> dict[str, Any]:
         """``getConversationById`` ``data`` for one of ``app``'s conversations, else 2002."""
-        entry = self._conversations.get(conversation_id)
-        if entry is None or entry[0] != app.app_id:
+        document = self._conversations.get(app.app_id, conversation_id)
+        if document is None:
             raise no_such("conversation")
-        return entry[1]
+        return document
 
     def create_avatar(self, app: SimApp, body: object) -> int:
         """``createAvatar``: validate the body (HTTP 400 if bad) and start training."""
-        if not isinstance(body, Mapping):
-            raise bad_request("the body must be a JSON object")
-        custom_type = body.get("customType")
-        if isinstance(custom_type, bool) or custom_type not in (1, 2):
-            raise bad_request("customType must be 1 (video) or 2 (photo)")
-        name = body.get("avatarName")
-        if not isinstance(name, str) or not name.strip():
-            raise bad_request("avatarName is required")
-        if custom_type == 1 and not body.get("templateVideo"):
-            raise bad_request("templateVideo is required when customType is 1")
-        if custom_type == 2 and not body.get("coverUrl"):
-            raise bad_request("coverUrl is required when customType is 2")
-        try:
-            spec = AvatarSpec.model_validate(dict(body))
-        except pydantic.ValidationError as exc:
-            fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})
-            raise bad_request(f"invalid fields: {', '.join(fields)}") from exc
-        avatar_id = self._next_avatar_id
-        self._next_avatar_id += 1
-        self._avatars[avatar_id] = SimAvatar(
-            avatar_id=avatar_id,
-            app_id=app.app_id,
-            name=spec.avatar_name,
-            profile=spec.profile,
-            created_at=self.clock.now(),
-        )
-        return avatar_id
+        return self._avatars.create(app, body)
 
     def query_avatar(self, app: SimApp, avatar_id: int) -> dict[str, Any]:
-        """``queryAvatar`` ``data``: training for :data:`TRAINING_SECONDS`, then an outcome.
-
-        A name containing ``fail`` fails; a success with a profile gets a default conversation.
-        """
-        avatar = self._avatars.get(avatar_id)
-        if avatar is None or avatar.app_id != app.app_id:
-            raise no_such("avatar")
-        trained = self.clock.now() >= avatar.created_at + timedelta(seconds=TRAINING_SECONDS)
-        failed = "fail" in avatar.name.lower()
-        status = 0 if not trained else (2 if failed else 1)
-        if status == 1 and avatar.profile and avatar.conversation_id is None:
-            avatar.conversation_id = documents.long_id(self._docs_rng)
-            self._conversations[avatar.conversation_id] = (
-                app.app_id,
-                documents.conversation_document(
-                    self._docs_rng,
-                    conversation_id=avatar.conversation_id,
-                    corp_id=app.crop_id,
-                    user_id=app.user_id,
-                    name=avatar.name,
-                    prompt=avatar.profile,
-                ),
-            )
-        return {
-            "id": avatar.avatar_id,
-            "customizedName": avatar.name,
-            "customizedStatus": status,
-            "reason": "simulated training failure (the avatar name asks for it)"
-            if status == 2
-            else None,
-            "defaultConversationId": avatar.conversation_id if status == 1 else None,
-        }
+        """``queryAvatar`` ``data``: training for the time in force when it was created, then
+        an outcome (see :mod:`~duixwatch.sim.avatars`); else code 2002."""
+        return self._avatars.query(app, avatar_id)

@@ -76,6 +76,8 @@ class SimSession:
 
     ``ends_at`` is when the user will hang up (workload sessions), ``None`` for sessions that
     live until something closes them (added explicitly, or abandoned by their user).
+    ``conversation_id`` is the APP's conversation the session talks to (in the session list as
+    ``conversationId``).
     """
 
     session_id: str
@@ -87,6 +89,7 @@ class SimSession:
     user_id: str = ""
     closed_at: datetime | None = None
     closed_by: ClosedBy | None = None
+    conversation_id: str | None = None
 
     @property
     def closed(self) -> bool:
@@ -126,11 +129,14 @@ class Workload:
 
 @dataclass(slots=True, eq=False)
 class SimAvatar:
+    """One avatar in training (for ``training_seconds`` from ``created_at``) or trained."""
+
     avatar_id: int
     app_id: str
     name: str
     profile: str | None
     created_at: datetime
+    training_seconds: float
     conversation_id: str | None = None
 
 
@@ -158,4 +164,5 @@ def session_dict(session: SimSession, now: datetime) -> dict[str, Any]:
         "closed": session.closed,
         "closed_at": iso(session.closed_at),
         "closed_by": session.closed_by,
+        "conversation_id": session.conversation_id,
     }
