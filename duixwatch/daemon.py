@@ -55,6 +55,7 @@ from duixwatch.policy import audit, notify
 from duixwatch.policy.cycle import PolicyCycle
 from duixwatch.policy.executor import Executor
 from duixwatch.watch import state
+from duixwatch.watch.conversations import DocumentWatch
 from duixwatch.watch.fleet import Fleet
 from duixwatch.watch.snapshots import SnapshotStore
 
@@ -117,6 +118,7 @@ class Daemon:
         self._scaler = TargetScaler()
         self._handle_signals = handle_signals
         self._store = SnapshotStore()
+        self._documents = DocumentWatch(clock=clock, rng=rng)
         self._notifier = notify.Notifier(
             clock=clock, poster=WebhookPoster(clock=clock, transport=notify_transport)
         )
@@ -127,6 +129,8 @@ class Daemon:
             version=__version__,
             scaling=lambda: tuple(self._scaler.readings.values()),
             notifications=lambda: self._notifier,
+            conversations=self._documents.conversations,
+            avatars=self._documents.avatars,
         )
         self._state = state.StateStore(config.state.dir)
         self._audit = audit.AuditLog(config.state.dir / audit.AUDIT_FILENAME, clock=clock)
@@ -187,6 +191,12 @@ class Daemon:
                 for p in plan.policies
             ],
             "recent_actions": [status.action_status(r) for r in reversed(self._executor.recent)],
+            "conversations": [
+                status.conversation_status(c) for c in self._documents.conversations()
+            ],
+            "avatars": [
+                status.avatar_status(a, self._clock.now()) for a in self._documents.avatars()
+            ],
             "dialog_probes": [
                 status.probe_status(p, self._prober.results.get(p.name), self._clock.now())
                 for p in self._config.dialog_probes
@@ -218,7 +228,9 @@ class Daemon:
             await self._clock.sleep(config.scaling.evaluation_interval_seconds)
 
     async def _after_poll(self, app: AppConfig, snapshot: models.AppSnapshot) -> None:
-        """The policy cycle on the APP's new snapshot, under the config in force now."""
+        """The policy cycle on the APP's new snapshot, under the config in force now (and the
+        conversation ids of its sessions, for ``conversations: auto``)."""
+        self._documents.observe(app, snapshot)
         config = self._config
         await self._cycle.run(
             app,
@@ -263,6 +275,8 @@ class Daemon:
                 await self._fleet.apply(config.apps, self._client, config.daemon)
                 await tg.start(self._prober.run)
                 self._prober.apply(config.dialog_probes)
+                await tg.start(self._documents.run)
+                self._documents.apply(config.apps, self._client)
                 tg.start_soon(self._scaling_loop)
                 tg.start_soon(partial(self._state.write_behind, clock=self._clock))
                 self.port = await tg.start(serve.serve, app, config.server.host, config.server.port)
@@ -366,6 +380,7 @@ class Daemon:
         self._config = new  # before the loops restart: their policy cycles read it
         await self._fleet.apply(new.apps, self._client, new.daemon)
         self._prober.apply(new.dialog_probes)
+        self._documents.apply(new.apps, self._client)
         self._state.forget_apps(a.app_id for a in new.apps)
         self._state.forget_policies(p.name for p in new.policies)
         self._cycle.forget_apps({a.name for a in new.apps})

@@ -60,8 +60,10 @@ def process(
             p.wait(timeout=10)
 
 
-def start_sim(port: int, log: Path, *, apps: int, seed: int) -> subprocess.Popen[bytes]:
-    """``duixwatch sim --no-workload`` on 127.0.0.1:port, returned once it answers."""
+def start_sim(
+    port: int, log: Path, *, apps: int, seed: int, extra: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """``duixwatch sim --no-workload [extra]`` on 127.0.0.1:port, returned once it answers."""
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
         p = subprocess.Popen(
             [
@@ -74,6 +76,7 @@ def start_sim(port: int, log: Path, *, apps: int, seed: int) -> subprocess.Popen
                 "--seed",
                 str(seed),
                 "--no-workload",
+                *extra,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

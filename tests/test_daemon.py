@@ -404,3 +404,33 @@ async def test_dialog_probes_run_export_show_on_status_and_follow_reloads(
             assert 'probe="down"' not in text
             status = (await http.get("/status?format=json")).json()
             assert [p["probe"] for p in status["dialog_probes"]] == ["bot"]
+
+
+async def test_watched_conversations_and_avatars_reach_metrics_and_status(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    first = sim.apps[0]
+    cid = sim.conversation_ids(first.app_id)[0]
+    path = write_config(tmp_path / "c.yaml", sim, apps=1)
+    doc = yaml.safe_load(path.read_text())
+    doc["apps"][0] |= {"conversations": "auto", "conversation_poll_interval_seconds": 1}
+    path.write_text(yaml.safe_dump(doc))
+    for _ in range(2):
+        sim.add_session(first.app_id, age_seconds=60)
+    async with running(sim, path) as (_, http):
+        with anyio.fail_after(WAIT_SECONDS):
+            while True:
+                text = (await http.get("/metrics")).text
+                if value(text, "duix_conversation_up", app=first.name, conversation=cid):
+                    break
+                await anyio.sleep(0.05)
+        info = [
+            s
+            for (name, labels), s in samples(text).items()
+            if name == "duix_conversation_info" and dict(labels)["conversation"] == cid
+        ]
+        assert info == [1.0]
+        status = (await http.get("/status?format=json")).json()
+        (conversation,) = status["conversations"]
+        assert conversation["conversation"] == cid
+        assert conversation["changes"] == 0

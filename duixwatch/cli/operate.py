@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import anyio
 from pydantic import SecretStr
 
-from duixwatch.cli import output, runtime
+from duixwatch.cli import output, runtime, training
 from duixwatch.config import DEFAULT_BASE_URL, DuixSettings
 from duixwatch.core import documents, models
 from duixwatch.core.clock import SystemClock
@@ -62,7 +62,8 @@ def credentials(args: argparse.Namespace) -> models.AppCredentials:
 
 def _duix_settings(args: argparse.Namespace) -> DuixSettings:
     values: dict[str, Any] = {"base_url": args.base_url}
-    if args.timeout is not None:
+    # With --wait, --timeout bounds the whole wait (the training), not each request.
+    if args.timeout is not None and not getattr(args, "wait", False):
         values["request_timeout_seconds"] = args.timeout
     if args.timezone is not None:
         values["timezone"] = args.timezone
@@ -92,7 +93,12 @@ def add_app_options(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("DUIX_BASE_URL", DEFAULT_BASE_URL),
         help="platform URL (default: $DUIX_BASE_URL or %(default)s)",
     )
-    group.add_argument("--timeout", type=float, help="request timeout in seconds (default 10)")
+    group.add_argument(
+        "--timeout",
+        type=float,
+        help="request timeout in seconds (default 10); with avatar --wait, the most to wait "
+        "for the training (default 3600)",
+    )
     group.add_argument(
         "--timezone", help="zone of zone-less session start times (default Asia/Shanghai)"
     )
@@ -233,6 +239,10 @@ async def _cmd_avatar_create(
         tts_speaker=args.tts_speaker,
     )
     created = await client.create_avatar(app, spec)
+    if args.wait:
+        if args.output != "json":
+            out.write(f"avatar {created.avatar_id}: training started\n")
+        return await _wait(args, client, app, created.avatar_id, out)
     if args.output == "json":
         output.print_json(output.jsonable(created), out)
     else:
@@ -240,9 +250,58 @@ async def _cmd_avatar_create(
     return runtime.EXIT_OK
 
 
+async def _wait(
+    args: argparse.Namespace,
+    client: DuixClient,
+    app: models.AppCredentials,
+    avatar_id: str,
+    out: TextIO,
+) -> int:
+    """``--wait``: until the training ends (0 succeeded, 1 failed, 124 timed out)."""
+    avatar, waited = await training.wait(
+        client,
+        app,
+        avatar_id,
+        clock=SystemClock(),
+        timeout=args.timeout if args.timeout is not None else DEFAULT_WAIT_SECONDS,
+        interval=args.interval,
+        progress=training.progress_for(out, output=args.output),
+    )
+    code = (
+        training.EXIT_TIMEOUT
+        if avatar is None
+        else (runtime.EXIT_OK if avatar.status == "success" else runtime.EXIT_FAILURE)
+    )
+    if args.output == "json":
+        result: dict[str, Any] = {
+            "avatar_id": avatar_id,
+            "timed_out": avatar is None,
+            "waited_seconds": round(waited, 3),
+            "avatar": output.jsonable(avatar) if avatar is not None else None,
+        }
+        output.print_json(result, out)
+    elif avatar is None:
+        out.write(f"avatar {avatar_id}: still training after {format_age(waited)} (--timeout)\n")
+    elif avatar.status == "success":
+        default = (
+            f"; default conversation {avatar.default_conversation_id}"
+            if avatar.default_conversation_id
+            else ""
+        )
+        out.write(f"avatar {avatar_id}: training succeeded after {format_age(waited)}{default}\n")
+    else:
+        out.write(
+            f"avatar {avatar_id}: training failed after {format_age(waited)}: "
+            f"{avatar.reason or 'the platform gave no reason'}\n"
+        )
+    return code
+
+
 async def _cmd_avatar_query(
     args: argparse.Namespace, client: DuixClient, app: models.AppCredentials, out: TextIO
 ) -> int:
+    if args.wait:
+        return await _wait(args, client, app, args.avatar_id, out)
     avatar = await client.query_avatar(app, args.avatar_id)
     if args.output == "json":
         output.print_json(output.jsonable(avatar), out)
@@ -302,6 +361,32 @@ def _with_client(handler: Handler) -> runtime.Run:
     return run
 
 
+#: ``--wait`` without ``--timeout`` waits at most this long.
+DEFAULT_WAIT_SECONDS = 3600.0
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be above 0")
+    return value
+
+
+def _add_wait_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the training succeeds (exit 0) or fails (exit 1); --timeout then "
+        "bounds the wait (default 3600 s; exit 124 when it passes)",
+    )
+    p.add_argument(
+        "--interval",
+        type=_positive,
+        default=5.0,
+        help="with --wait: seconds between two queries (default 5)",
+    )
+
+
 def add_commands(command: runtime.AddCommand) -> None:
     """Add this group's subcommands to the ``duixwatch`` grammar."""
     p = command("concurrency", "show the APP's live concurrency (getconcurrentNumber)")
@@ -340,10 +425,12 @@ def add_commands(command: runtime.AddCommand) -> None:
     p.add_argument("--gender", choices=("male", "female", "other"))
     p.add_argument("--profile", help="profile; creates a default conversation after training")
     p.add_argument("--tts-speaker", help="voice")
+    _add_wait_options(p)
     add_app_options(p)
     p.set_defaults(run=_with_client(_cmd_avatar_create))
     p = avatar_sub.add_parser("query", help="show an avatar's training status (queryAvatar)")
     p.add_argument("avatar_id", metavar="ID")
+    _add_wait_options(p)
     add_app_options(p)
     p.set_defaults(run=_with_client(_cmd_avatar_query))
 

@@ -15,19 +15,29 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from duixwatch.config import checks
 from duixwatch.config.sharding import ShardingSettings
 from duixwatch.core import models
 from duixwatch.core.fields import (
     AppId,
+    DuixId,
     Pattern,
     Section,
     Strict,
+    app_id,
     deferred,
     label_name,
     matches_any,
@@ -146,6 +156,30 @@ class DuixSettings(Strict):
 # --------------------------------------------------------------------------- the other sections
 
 
+def _conversations(value: Any) -> tuple[str, ...] | Literal["auto"]:
+    if value == "auto":
+        return "auto"
+    if not isinstance(value, list | tuple):
+        raise ValueError("must be a list of conversation ids, or auto")  # noqa: TRY004
+    ids: list[str] = []
+    for index, item in enumerate(value):
+        try:
+            ids.append(app_id(item))
+        except ValueError as exc:
+            raise ValueError(f"item {index}: {exc}") from None
+        if not isinstance(ids[-1], str):
+            raise ValueError(f"item {index}: must be a string of digits")  # noqa: TRY004
+    return tuple(ids)
+
+
+#: ``apps[].conversations``: ids, or ``auto`` (one message for either, not one per reading).
+Conversations = Annotated[
+    tuple[str, ...] | Literal["auto"],
+    PlainValidator(_conversations),
+    PlainSerializer(lambda value: value if value == "auto" else list(value)),
+]
+
+
 class AppConfig(Section):
     """One DUIX APP to watch.
 
@@ -162,6 +196,11 @@ class AppConfig(Section):
     app_key_file: Path | None = None
     poll_interval_seconds: float = Field(default=15.0, ge=1, le=3600)
     list_sessions: bool = True
+    #: Conversation ids whose configuration is watched, or ``auto``: those of the live sessions.
+    conversations: Conversations = ()
+    conversation_poll_interval_seconds: float = Field(default=300.0, ge=1, le=86_400)
+    #: Avatar ids whose training is watched until it ends.
+    avatars: tuple[DuixId, ...] = ()
 
     @model_validator(mode="before")
     @classmethod

@@ -34,6 +34,7 @@ __all__ = [
     "DEFER_CROSS_CHECKS",
     "LABEL_NAME_RE",
     "AppId",
+    "DuixId",
     "HeaderName",
     "HeaderValue",
     "Headers",
@@ -121,6 +122,8 @@ def app_id(value: Any) -> Any:
 
 
 AppId = Annotated[str, BeforeValidator(app_id)]
+#: Any DUIX id (conversation, avatar): a string of digits, as app ids are.
+DuixId = AppId
 
 
 def _pattern(value: str) -> str:

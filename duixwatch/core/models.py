@@ -84,6 +84,8 @@ class Session:
     #: When duixwatch first saw this session id (set by the poll; persisted by the state database),
     #: the age reference for sessions whose list item has no start time.
     first_seen_at: datetime | None = None
+    #: The conversation the session runs, when the list item says (``conversations: auto``).
+    conversation_id: str | None = None
 
     @property
     def actionable(self) -> bool:

@@ -192,10 +192,22 @@ class DuixClient:
         self, app: models.AppCredentials, conversation_id: str
     ) -> documents.Conversation:
         """A conversation's configuration (``getConversationById``)."""
+        data = await self.conversation_data(app, conversation_id)
+        return self._parsed("getConversationById", parse.parse_conversation, data)
+
+    async def conversation_data(
+        self, app: models.AppCredentials, conversation_id: str
+    ) -> dict[str, Any]:
+        """``getConversationById``'s ``data`` as the platform sent it (the watch hashes and
+        compares the whole payload; raises ResponseParseError when it is not an object)."""
         data = await self._call(
             app, "getConversationById", params={"conversationId": conversation_id}
         )
-        return self._parsed("getConversationById", parse.parse_conversation, data)
+        if not isinstance(data, dict):
+            raise errors.ResponseParseError(
+                "conversation: data is not an object", shape=parse.describe_shape(data)
+            )
+        return data
 
     async def create_avatar(
         self, app: models.AppCredentials, spec: documents.AvatarSpec

@@ -29,6 +29,7 @@ from duixwatch.core import documents, errors, models
 
 __all__ = [
     "AUTH_CODES",
+    "CONVERSATION_KEYS",
     "ID_KEYS",
     "ITEM_CONTAINER_KEYS",
     "NOT_FOUND_CODES",
@@ -242,6 +243,8 @@ def parse_timestamp(value: Any, *, zone: tzinfo) -> datetime:
 
 ITEM_CONTAINER_KEYS = ("list", "records", "rows", "sessions", "items", "data")
 ID_KEYS = ("sessionId", "uuid", "session_id", "id")
+#: Where a list item may name its conversation (read for ``apps[].conversations: auto``).
+CONVERSATION_KEYS = ("conversationId", "conversation_id", "conversation")
 START_KEYS = ("startTime", "createTime", "gmtCreate", "createdAt", "start_time", "beginTime")
 
 
@@ -357,7 +360,14 @@ def parse_session_list(
             except ValueError:
                 started_at = None
         session_id = _as_id(item[id_key]) if id_key is not None else None
-        sessions.append(models.Session(session_id=session_id, started_at=started_at))
+        conversation = _first_present(item, CONVERSATION_KEYS)
+        sessions.append(
+            models.Session(
+                session_id=session_id,
+                started_at=started_at,
+                conversation_id=_as_id(item[conversation]) if conversation else None,
+            )
+        )
     shape = f"{where}[] id={used_id or '?'} started_at={used_start or '?'}"
     return models.SessionList(sessions=tuple(sessions), shape=shape, total=total)
 

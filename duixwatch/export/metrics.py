@@ -36,7 +36,9 @@ from duixwatch.core.clock import Clock
 from duixwatch.export import exposition
 from duixwatch.export.apps import COLUMNS, Column, PollErrorCounter, SnapshotCollector
 from duixwatch.export.autoscaling import ScalingReading
+from duixwatch.export.conversations import DocumentCollector
 from duixwatch.export.probes import ProbeMetrics
+from duixwatch.watch.conversations import AvatarState, ConversationState
 
 __all__ = [
     "API_REQUEST_DURATION_BUCKETS",
@@ -167,6 +169,8 @@ class Metrics:
         version: str,
         scaling: Callable[[], Iterable[ScalingReading]] | None = None,
         notifications: Callable[[], DeliveryCounts | None] | None = None,
+        conversations: Callable[[], Sequence[ConversationState]] = tuple,
+        avatars: Callable[[], Sequence[AvatarState]] = tuple,
         columns: Sequence[Column] = COLUMNS,
     ) -> None:
         self._registry = library = registry  # every metric lives on it
@@ -179,6 +183,7 @@ class Metrics:
         registry.register(self._poll_errors)
         registry.register(ScalingCollector(scaling or tuple))
         registry.register(NotificationCollector(notifications or (lambda: None)))
+        registry.register(DocumentCollector(conversations, avatars, clock=clock))
         #: ``duixwatch_dialog_probe_*``: the prober's observer.
         self.probes = ProbeMetrics(registry)
         self._shard_index = Gauge(

@@ -18,9 +18,12 @@ from duixwatch.dialog.prober import ProbeResult
 from duixwatch.dialog.schema import DialogProbeConfig
 from duixwatch.export.autoscaling import ScalingReading
 from duixwatch.policy.plan import ActionRecord, PolicyPlan
+from duixwatch.watch.conversations import AvatarState, ConversationState
 
 __all__ = [
     "action_status",
+    "avatar_status",
+    "conversation_status",
     "format_age",
     "policy_plan_status",
     "probe_status",
@@ -202,6 +205,43 @@ def probe_status(
     return entry
 
 
+def conversation_status(state: ConversationState) -> dict[str, Any]:
+    """One watched conversation on ``/status``: its summary and last change (the key paths
+    that changed, never their values)."""
+    return {
+        "app": state.app,
+        "conversation": state.conversation,
+        "up": state.up,
+        "summary": dict(state.labels) | {"max_sessions": state.max_sessions},
+        "changes": state.changes,
+        "last_change_at": _iso(state.last_change_at),
+        "last_change_paths": list(state.changed_paths),
+        "last_read_at": _iso(state.last_read_at),
+        "last_success_at": _iso(state.last_success_at),
+        "error": state.error,
+    }
+
+
+def avatar_status(state: AvatarState, now: datetime) -> dict[str, Any]:
+    """One watched avatar on ``/status``."""
+    training = (
+        round((now - state.training_since).total_seconds(), 3)
+        if state.status == "training" and state.training_since is not None
+        else None
+    )
+    return {
+        "app": state.app,
+        "avatar": state.avatar,
+        "name": state.name,
+        "status": state.status,
+        "reason": state.reason,
+        "training_seconds": training,
+        "final_at": _iso(state.final_at),
+        "last_read_at": _iso(state.last_read_at),
+        "error": state.error,
+    }
+
+
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}s"
 
@@ -229,6 +269,33 @@ def _probe_row(p: Mapping[str, Any]) -> str:
     )
 
 
+def _conversation_row(c: Mapping[str, Any]) -> str:
+    esc = html.escape
+    summary = c["summary"]
+    paths = ", ".join(c["last_change_paths"][:5])
+    change = f"{c['last_change_at']} ({paths})" if c["last_change_at"] else ""
+    limit = summary.get("max_sessions")
+    return (
+        f"<tr><td>{esc(c['app'])}</td><td>{esc(c['conversation'])}</td>"
+        f"<td class={'up' if c['up'] else 'down'}>{'up' if c['up'] else 'DOWN'}</td>"
+        f"<td>{esc(summary.get('name') or '')}</td><td>{esc(summary.get('model') or '')}</td>"
+        f"<td>{esc(summary.get('tts_speaker') or '')}</td>"
+        f"<td>{esc('-' if limit is None else str(limit))}</td>"
+        f"<td>{c['changes']}</td><td>{esc(change)}</td></tr>"
+    )
+
+
+def _avatar_row(a: Mapping[str, Any]) -> str:
+    esc = html.escape
+    training = a["training_seconds"]
+    return (
+        f"<tr><td>{esc(a['app'])}</td><td>{esc(a['avatar'])}</td><td>{esc(a['name'] or '')}</td>"
+        f"<td>{esc(a['status'] or 'not read yet')}</td>"
+        f"<td>{esc(format_age(training) if training is not None else '')}</td>"
+        f"<td>{esc(a['reason'] or a['error'] or '')}</td></tr>"
+    )
+
+
 def status_html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> str:
     esc = html.escape
     rows = []
@@ -252,6 +319,7 @@ def status_html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -
         f"<li>{esc(str(k))}: {esc(str(v))}</li>"
         for k, v in info.items()
         if k not in ("config", "policies", "recent_actions", "dialog_probes")
+        and k not in ("conversations", "avatars")
     )
     policy_rows = "".join(
         "<tr>"
@@ -291,6 +359,13 @@ def status_html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -
         "<th>mode</th><th>state</th><th>first answer / end</th><th>budget</th><th>at</th>"
         "<th>failed rule</th></tr>"
         + "".join(_probe_row(p) for p in info.get("dialog_probes", []))
+        + "</table><h2>Conversations</h2><table><tr><th>app</th><th>conversation</th>"
+        "<th>state</th><th>name</th><th>model</th><th>tts speaker</th><th>max sessions</th>"
+        "<th>changes</th><th>last change</th></tr>"
+        + "".join(_conversation_row(c) for c in info.get("conversations", []))
+        + "</table><h2>Avatars</h2><table><tr><th>app</th><th>avatar</th><th>name</th>"
+        "<th>status</th><th>training for</th><th>reason</th></tr>"
+        + "".join(_avatar_row(a) for a in info.get("avatars", []))
         + "</table><p>JSON: <a href='/status?format=json'>/status?format=json</a> · "
         "<a href='/metrics'>/metrics</a></p></body></html>"
     )
