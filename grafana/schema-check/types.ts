@@ -10,6 +10,7 @@ import type * as bargauge from "@grafana/schema/dist/esm/raw/composable/bargauge
 import type * as heatmap from "@grafana/schema/dist/esm/raw/composable/heatmap/panelcfg/x/HeatmapPanelCfg_types.gen";
 import type * as stat from "@grafana/schema/dist/esm/raw/composable/stat/panelcfg/x/StatPanelCfg_types.gen";
 import type * as statetimeline from "@grafana/schema/dist/esm/raw/composable/statetimeline/panelcfg/x/StateTimelinePanelCfg_types.gen";
+import type * as table from "@grafana/schema/dist/esm/raw/composable/table/panelcfg/x/TablePanelCfg_types.gen";
 import type * as timeseries from "@grafana/schema/dist/esm/raw/composable/timeseries/panelcfg/x/TimeSeriesPanelCfg_types.gen";
 
 /** A type as JSON can spell it: every string enum becomes the union of its values. */
@@ -44,6 +45,7 @@ export interface PanelOptions {
   heatmap: Json<heatmap.Options>;
   stat: Json<stat.Options>;
   "state-timeline": Json<statetimeline.Options>;
+  table: Json<table.Options>;
   timeseries: Json<timeseries.Options>;
 }
 
@@ -51,5 +53,6 @@ export interface PanelOptions {
 export interface PanelFieldCustom {
   heatmap: Json<heatmap.FieldConfig>;
   "state-timeline": Json<statetimeline.FieldConfig>;
+  table: Json<table.FieldConfig>;
   timeseries: Json<timeseries.FieldConfig>;
 }

@@ -4,13 +4,16 @@ Prometheus (Debian's package) that scrapes it every second and loads deploy/prom
 After a few scrapes, every query of every dashboard panel must return data. Panels whose
 description starts with "Only when …" have data only when that happens; each such condition is
 induced here (sessions are created, an auth fault is injected, policies are configured so that one
-acts in dry run and one aborts on its cap), so no panel goes unchecked. The auth fault must also
-put DuixAppAuthRejected into the pending (or firing) state in Prometheus' /api/v1/alerts, with the
-production `for:` values of rules.yaml.
+acts in dry run and one aborts on its cap, conversations and avatars are watched, one avatar
+still training and one failed), so no panel goes unchecked. The auth fault must also put
+DuixAppAuthRejected into the pending (or firing) state in Prometheus' /api/v1/alerts, with the
+production `for:` values of rules.yaml; the failed avatar fires DuixAvatarTrainingFailed, and a
+conversation changed through the simulator fires DuixConversationChanged.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,8 +30,10 @@ from tests.ops_support import (
     free_port,
     load_json,
     load_yaml,
+    output,
     panels,
     process,
+    run,
     simulator,
 )
 from tests.tools import require_tool
@@ -44,7 +49,14 @@ CONDITIONS = {
     "Only when DUIX calls fail": "failures",  # an injected auth fault
     "Only when policies act": "policies",  # dry-run policies that act and abort
     "Only when dialog probes are configured": "dialog",  # a probe of the simulator's bot
+    "Only when conversations are watched": "conversations",  # ids for one app, `auto` for one
+    "Only when avatars are watched": "avatars",  # two avatars created in the simulator
+    "Only when an avatar is training": "training",  # one of them trains for 10 minutes
 }
+
+#: The avatars the fixture creates on the first app: (name, seconds the simulator trains it).
+#: A name containing "fail" fails; the other is still training while the tests run.
+AVATARS = (("e2e-fail", 0), ("e2e-host", 600))
 
 POLICIES = [
     # Two sessions of the first app are older than 45 minutes: two dry-run would-stops a cycle.
@@ -117,6 +129,36 @@ class Stack:
         return any(line.startswith(metric) for line in text.splitlines())
 
 
+def create_avatar(sim: str, app: dict[str, Any], name: str, training_seconds: float) -> str:
+    """An avatar of ``app`` created in the simulator with the CLI; its id."""
+    httpx.put(
+        f"{sim}/_sim/avatars/training", json={"seconds": training_seconds}, timeout=5
+    ).raise_for_status()
+    created = run(
+        [
+            *DUIXWATCH,
+            "avatar",
+            "create",
+            "--name",
+            name,
+            "--video-url",
+            "https://example.com/e2e-avatar.mp4",
+            "--app-id",
+            app["app_id"],
+            "--app-key",
+            app["app_key"],  # a simulator key: public, not a secret
+            "--base-url",
+            sim,
+            "-o",
+            "json",
+        ],
+        timeout=30,
+    )
+    assert created.returncode == 0, output(created)
+    avatar_id: str = json.loads(created.stdout)["avatar_id"]
+    return avatar_id
+
+
 def empty_panels(stack: Stack, targets: list[tuple[str, str, str]]) -> list[str] | None:
     """None when every query returns data, else the ones that do not (for eventually())."""
     empty = [f"{d} / {t}: {e}" for d, t, e in targets if not stack.query(e)]
@@ -137,6 +179,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             ).raise_for_status()
         for app in apps:
             app["poll_interval_seconds"] = 1
+        # Conversations: the first app's by id, the second's (it has a session) by `auto`.
+        state = httpx.get(f"{sim}/_sim/state", timeout=5).json()
+        ids = {a["app_id"]: a["conversation_ids"] for a in state["apps"]}
+        apps[0]["conversations"] = ids[apps[0]["app_id"]]
+        apps[1]["conversations"] = "auto"
+        for app in apps[:2]:
+            app["conversation_poll_interval_seconds"] = 1
+        apps[0]["avatars"] = [create_avatar(sim, apps[0], n, t) for n, t in AVATARS]
         daemon = f"127.0.0.1:{free_port()}"
         config["server"] = {"listen": daemon}
         config["state"] = {"dir": str(tmp / "state")}
@@ -218,10 +268,40 @@ def test_the_policy_panels_have_data_once_policies_act(stack: Stack) -> None:
     )
 
 
+def test_the_conversation_and_avatar_panels_have_data(stack: Stack) -> None:
+    assert stack.daemon_exports("duix_conversation_info")
+    targets = queries("conversations") + queries("avatars") + queries("training")
+    assert len(queries("conversations")) >= 5  # the table's four queries and conversations up
+    assert queries("avatars")
+    assert queries("training")
+    eventually(lambda: empty_panels(stack, targets) is None, timeout=30, what="conversation data")
+    auto = stack.config["apps"][1]["name"]  # its ids come from its live session
+    assert stack.query(f'duix_conversation_up{{app="{auto}"}} == 1')
+
+
+def test_a_failed_training_fires_its_alert(stack: Stack) -> None:
+    failed = stack.config["apps"][0]["avatars"][0]  # AVATARS[0]: e2e-fail
+    found = eventually(
+        lambda: [
+            a
+            for a in stack.alerts()
+            if a["labels"]["alertname"] == "DuixAvatarTrainingFailed"
+            and a["labels"]["avatar"] == failed
+            and a["state"] == "firing"  # no `for:`
+        ],
+        timeout=20,
+        what="DuixAvatarTrainingFailed for e2e-fail",
+    )
+    assert found[0]["labels"]["severity"] == "warning"
+    training = stack.config["apps"][0]["avatars"][1]
+    assert stack.query(f'duix_avatar_training_status{{avatar="{training}"}} == 0')
+
+
 def test_only_the_induced_alerts_are_active_in_steady_state(stack: Stack) -> None:
-    """The rules against real series: nothing but the abort that the tight-cap policy causes."""
+    """The rules against real series: nothing but the abort that the tight-cap policy causes
+    and the avatar that the fixture made fail (no conversation has changed yet)."""
     active = {a["labels"]["alertname"] for a in stack.alerts()}
-    assert active <= {"DuixwatchPolicyAborting"}, stack.alerts()
+    assert active <= {"DuixwatchPolicyAborting", "DuixAvatarTrainingFailed"}, stack.alerts()
 
 
 def test_an_auth_fault_makes_the_auth_alert_pending_and_fills_the_error_panels(
@@ -278,3 +358,31 @@ def test_the_dialog_panels_have_data_and_a_failing_backend_makes_its_alert_pendi
         )
     finally:
         httpx.delete(f"{stack.sim}/_sim/dialog/faults", timeout=5).raise_for_status()
+
+
+def test_a_conversation_change_is_counted_and_fires_its_alert(stack: Stack) -> None:
+    """Last: DuixConversationChanged then stays active for an hour."""
+    app = stack.config["apps"][0]
+    (conversation,) = app["conversations"]
+    selector = f'{{app="{app["name"]}",conversation="{conversation}"}}'
+    series = f"duix_conversation_config_changes_total{selector}"
+    eventually(lambda: stack.query(f"{series} == 0"), timeout=20, what="the first read")
+    httpx.patch(
+        f"{stack.sim}/_sim/apps/{app['app_id']}/conversations/{conversation}",
+        json={"detailDto.ttsSpeaker": "e2e-voice"},
+        timeout=5,
+    ).raise_for_status()
+    eventually(lambda: stack.query(f"{series} == 1"), timeout=20, what="the change counted")
+    found = eventually(
+        lambda: [
+            a
+            for a in stack.alerts()
+            if a["labels"]["alertname"] == "DuixConversationChanged"
+            and a["labels"]["conversation"] == conversation
+            and a["state"] == "firing"  # no `for:`
+        ],
+        timeout=20,
+        what="DuixConversationChanged",
+    )
+    assert found[0]["labels"]["severity"] == "info"
+    assert found[0]["labels"]["app"] == app["name"]
