@@ -13,8 +13,9 @@ STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # prometheus: promtool and the server; prometheus-alertmanager: amtool and the server;
 # prometheus-blackbox-exporter: the dialog comparison (bench/dialog_compare.py);
-# systemd: systemd-analyze. Node.js (npm) is checked separately: its package differs by source.
-DEBS   := prometheus prometheus-alertmanager prometheus-blackbox-exporter systemd
+# systemd: systemd-analyze; openssl: certificates for the TLS tests (tests/tls.py). Node.js
+# (npm) is checked separately: its package differs by source.
+DEBS   := prometheus prometheus-alertmanager prometheus-blackbox-exporter systemd openssl
 
 .PHONY: venv tools demo test check fmt clean bench
 
@@ -38,7 +39,7 @@ tools: $(STAMP)
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
 	  && command -v amtool >/dev/null && command -v prometheus-alertmanager >/dev/null \
 	  && command -v prometheus-blackbox-exporter >/dev/null \
-	  && command -v systemd-analyze >/dev/null || { \
+	  && command -v systemd-analyze >/dev/null && command -v openssl >/dev/null || { \
 	  echo "installing Debian packages: $(DEBS)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBS); }

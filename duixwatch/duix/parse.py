@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from email.utils import parsedate_to_datetime
@@ -361,11 +362,14 @@ def parse_session_list(
                 started_at = None
         session_id = _as_id(item[id_key]) if id_key is not None else None
         conversation = _first_present(item, CONVERSATION_KEYS)
+        # Interned: an APP's sessions share a handful of conversations, and 200,000 copies
+        # of the same 19 digits would cost 14 MB.
+        conversation_id = _as_id(item[conversation]) if conversation else None
         sessions.append(
             models.Session(
                 session_id=session_id,
                 started_at=started_at,
-                conversation_id=_as_id(item[conversation]) if conversation else None,
+                conversation_id=sys.intern(conversation_id) if conversation_id else None,
             )
         )
     shape = f"{where}[] id={used_id or '?'} started_at={used_start or '?'}"

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import trustme
-
 from duixwatch.config import mask
 from tests.config.support import MINIMAL, load, problems
+from tests.tls import CA
 
 TOKEN = "tok-9f8e7d-never-print-me"
 
@@ -118,10 +117,8 @@ def test_tls_files_are_checked_when_the_config_loads(tmp_path: Path) -> None:
 
 
 def test_real_certificate_files_load(tmp_path: Path) -> None:
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    client = ca.issue_cert("duixwatch-probe")
-    client.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "client.pem"))
+    ca = CA(tmp_path)
+    ca.issue("duixwatch-probe").pem.rename(tmp_path / "client.pem")
     cfg = load(
         tmp_path,
         MINIMAL + "dialog_probes:\n  - {name: bot, url: 'https://b.example/', "

@@ -12,13 +12,13 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
-import trustme
 from anyio.abc import TaskStatus
 from anyio.streams.tls import TLSStream
 
 from duixwatch.dialog.exchange import Report, Target, check, new_client
 from duixwatch.dialog.schema import ClientTLS
 from tests.loopback import loopback_sim
+from tests.tls import CA
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -165,12 +165,11 @@ async def test_a_refused_connection(backend: tuple[str, Any]) -> None:
 # --------------------------------------------------------------------------- TLS
 
 
-async def _tls_backend(
-    ca: trustme.CA, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
-) -> None:
+async def _tls_backend(ca: CA, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
     """A one-answer HTTPS dialog backend for ``bot.test`` (certificate from ``ca``)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("bot.test").configure_cert(context)
+    issued = ca.issue("bot.test")
+    context.load_cert_chain(issued.cert, issued.key)
 
     async def answer(plain: anyio.abc.SocketStream) -> None:
         async with plain:
@@ -219,12 +218,11 @@ async def _tls_backend(
 
 
 async def test_https_with_a_private_ca_and_a_server_name(tmp_path: Path) -> None:
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    ca = CA(tmp_path)
     async with anyio.create_task_group() as tg:
         port = await tg.start(_tls_backend, ca)
         target = Target(url=f"https://127.0.0.1:{port}/dialog", server_name="bot.test")
-        trusted = ClientTLS(ca_file=tmp_path / "ca.pem").ssl_context()
+        trusted = ClientTLS(ca_file=ca.cert).ssl_context()
         async with new_client(verify=trusted) as client:
             report = await check(client, target, ["Hi"], strict=False)
         assert report.conformant, report.rules
