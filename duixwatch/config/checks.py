@@ -51,6 +51,19 @@ class Facts:
     probe_names: list[tuple[int, str]] = field(default_factory=list)
 
 
+def _duplicate_names(names: list[tuple[int, str]], section: str, kind: str) -> Problems:
+    """``section[i].name`` given again: the second and later ones, each naming the first."""
+    first: dict[str, int] = {}
+    problems: Problems = []
+    for index, name in names:
+        if name in first:
+            message = f"duplicate {kind} name (also {section}[{first[name]}])"
+            problems.append(((section, index, "name"), message))
+        else:
+            first[name] = index
+    return problems
+
+
 def cross_check(facts: Facts) -> Problems:
     """Rules across fields: unique names and ids, policy combinations, selection, close_all."""
     problems: Problems = []
@@ -75,28 +88,8 @@ def cross_check(facts: Facts) -> Problems:
             )
         else:
             ids[app.app_id] = app.index
-    policy_names: dict[str, int] = {}
-    for index, name in facts.policy_names:
-        if name in policy_names:
-            problems.append(
-                (
-                    ("policies", index, "name"),
-                    f"duplicate policy name (also policies[{policy_names[name]}])",
-                )
-            )
-        else:
-            policy_names[name] = index
-    probe_names: dict[str, int] = {}
-    for index, name in facts.probe_names:
-        if name in probe_names:
-            problems.append(
-                (
-                    ("dialog_probes", index, "name"),
-                    f"duplicate probe name (also dialog_probes[{probe_names[name]}])",
-                )
-            )
-        else:
-            probe_names[name] = index
+    problems += _duplicate_names(facts.policy_names, "policies", "policy")
+    problems += _duplicate_names(facts.probe_names, "dialog_probes", "probe")
     for index, policy in facts.policies:
         here: KeyPath = ("policies", index)
         problems += [((*here, *path), message) for path, message in policy.problems()]

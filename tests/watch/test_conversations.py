@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,23 @@ def _app(sim: Simulator, index: int = 0, **kw: Any) -> AppConfig:
     )
 
 
+@asynccontextmanager
+async def watching(
+    sim: Simulator, clock: FakeClock
+) -> AsyncIterator[tuple[DocumentWatch, DuixClient]]:
+    """A running watch and a client of ``sim`` (in-process)."""
+    transport = httpx.ASGITransport(app=create_app(sim))
+    watch = DocumentWatch(clock=clock)
+    settings = DuixSettings(base_url="http://sim.test")
+    async with (
+        DuixClient(settings, clock=clock, transport=transport) as client,
+        anyio.create_task_group() as tg,
+    ):
+        await tg.start(watch.run)
+        yield watch, client
+        tg.cancel_scope.cancel()
+
+
 async def _until(check: Any, clock: FakeClock) -> None:
     with anyio.fail_after(10):
         while not check():
@@ -100,15 +119,7 @@ async def test_a_change_is_counted_once_and_logged_with_its_key_paths(clock: Fak
     sim = Simulator(apps=1, seed=5, clock=clock, workload=False)
     cid = sim.conversation_ids(sim.apps[0].app_id)[0]
     app = _app(sim, conversations=[cid], conversation_poll_interval_seconds=60)
-    transport = httpx.ASGITransport(app=create_app(sim))
-    watch = DocumentWatch(clock=clock)
-    async with (
-        DuixClient(
-            DuixSettings(base_url="http://sim.test"), clock=clock, transport=transport
-        ) as client,
-        anyio.create_task_group() as tg,
-    ):
-        await tg.start(watch.run)
+    async with watching(sim, clock) as (watch, client):
         watch.apply([app], client)
         await _until(lambda: watch.conversations() and watch.conversations()[0].up, clock)
         (state,) = watch.conversations()
@@ -129,13 +140,11 @@ async def test_a_change_is_counted_once_and_logged_with_its_key_paths(clock: Fak
         assert len(changed) == 1
         assert changed[0]["paths"] == ["detailDto.ttsSpeaker", "maxConversation"]
         assert "a-new-voice" not in repr(changed)
-        tg.cancel_scope.cancel()
 
 
 async def test_auto_watches_the_conversations_of_live_sessions(clock: FakeClock) -> None:
     sim = Simulator(apps=1, seed=5, clock=clock, workload=False)
     app = _app(sim, conversations="auto", conversation_poll_interval_seconds=60)
-    watch = DocumentWatch(clock=clock)
     cid = sim.conversation_ids(app.app_id)[0]
     snapshot = models.AppSnapshot(
         app=app.name,
@@ -146,52 +155,28 @@ async def test_auto_watches_the_conversations_of_live_sessions(clock: FakeClock)
             shape="test",
         ),
     )
-    watch.observe(app, snapshot)
-    transport = httpx.ASGITransport(app=create_app(sim))
-    async with (
-        DuixClient(
-            DuixSettings(base_url="http://sim.test"), clock=clock, transport=transport
-        ) as client,
-        anyio.create_task_group() as tg,
-    ):
-        await tg.start(watch.run)
+    async with watching(sim, clock) as (watch, client):
+        watch.observe(app, snapshot)
         watch.apply([app], client)
         await _until(lambda: any(c.up for c in watch.conversations()), clock)
         assert [c.conversation for c in watch.conversations()] == [cid]
         watch.apply([], client)  # a reload that removes the APP forgets what it watched
         assert watch.conversations() == []
-        tg.cancel_scope.cancel()
 
 
 async def test_a_failing_read_marks_the_conversation_down(clock: FakeClock) -> None:
     sim = Simulator(apps=1, seed=5, clock=clock, workload=False)
     app = _app(sim, conversations=["999999"], conversation_poll_interval_seconds=60)
-    watch = DocumentWatch(clock=clock)
-    transport = httpx.ASGITransport(app=create_app(sim))
-    async with (
-        DuixClient(
-            DuixSettings(base_url="http://sim.test"), clock=clock, transport=transport
-        ) as client,
-        anyio.create_task_group() as tg,
-    ):
-        await tg.start(watch.run)
+    async with watching(sim, clock) as (watch, client):
         watch.apply([app], client)
         await _until(lambda: watch.conversations() and watch.conversations()[0].error, clock)
         assert watch.conversations()[0].up is False
-        tg.cancel_scope.cancel()
 
 
 async def test_avatars_are_watched_until_their_training_ends(clock: FakeClock) -> None:
     sim = Simulator(apps=1, seed=5, clock=clock, workload=False, avatar_training_seconds=120)
     app = _app(sim)
-    transport = httpx.ASGITransport(app=create_app(sim))
-    watch = DocumentWatch(clock=clock)
-    async with (
-        DuixClient(
-            DuixSettings(base_url="http://sim.test"), clock=clock, transport=transport
-        ) as client,
-        anyio.create_task_group() as tg,
-    ):
+    async with watching(sim, clock) as (watch, client):
         good = await client.create_avatar(
             app.credentials,
             documents.AvatarSpec(custom_type=2, avatar_name="host", cover_url="https://x/p.png"),
@@ -203,7 +188,6 @@ async def test_avatars_are_watched_until_their_training_ends(clock: FakeClock) -
             ),
         )
         watched = app.model_copy(update={"avatars": (good.avatar_id, bad.avatar_id)})
-        await tg.start(watch.run)
         watch.apply([watched], client)
         await _until(
             lambda: all(a.final for a in watch.avatars()) and len(watch.avatars()) == 2, clock
@@ -213,4 +197,3 @@ async def test_avatars_are_watched_until_their_training_ends(clock: FakeClock) -
         assert by_id[bad.avatar_id].status == "failed"
         assert by_id[bad.avatar_id].reason
         assert by_id[good.avatar_id].training_since is not None
-        tg.cancel_scope.cancel()
