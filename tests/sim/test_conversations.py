@@ -4,7 +4,6 @@ the conversation ids in the session list, and a configurable avatar training tim
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,7 +18,7 @@ from hypothesis import strategies as st
 from duixwatch.cli.parser import build_parser
 from duixwatch.config.schema import SessionListMapping
 from duixwatch.duix import parse
-from duixwatch.sim import TRAINING_SECONDS, ListShape, SimApp, Simulator, create_app, serve
+from duixwatch.sim import TRAINING_SECONDS, ListShape, SimApp, Simulator, serve
 from duixwatch.sim.conversations import apply_changes, format_path, parse_path
 from tests.fakes import FakeClock
 
@@ -31,18 +30,6 @@ def token_for(app: SimApp, now: datetime) -> str:
     iat = int(now.timestamp())
     claims = {"appId": app.app_id, "iat": iat, "exp": iat + 1800}
     return jwt.encode(claims, app.app_key.encode("utf-8"), algorithm="HS256")
-
-
-@pytest.fixture
-def sim(clock: FakeClock) -> Simulator:
-    return Simulator(apps=3, seed=7, clock=clock, workload=False)
-
-
-@pytest.fixture
-async def http(sim: Simulator) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(sim))
-    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
-        yield client
 
 
 async def get_conversation(

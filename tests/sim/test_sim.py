@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,19 +52,6 @@ def token_for(
     if claims is not None:
         body = claims
     return jwt.encode(body, (key or app.app_key).encode("utf-8"), algorithm="HS256")
-
-
-@pytest.fixture
-def sim(clock: FakeClock) -> Simulator:
-    """Three apps, no automatic workload: each test builds the sessions it needs."""
-    return Simulator(apps=3, seed=7, clock=clock, workload=False)
-
-
-@pytest.fixture
-async def http(sim: Simulator) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(sim))
-    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
-        yield client
 
 
 class Api:
