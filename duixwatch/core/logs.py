@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 from pydantic import SecretStr
@@ -42,11 +42,26 @@ def drop_secrets(
     return event_dict
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is when a line is written, not when logging was set
+    up (a test harness, or a program embedding the CLI, may swap it and close the old one)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(
     *, json: bool | None = None, level: str = "info", stream: TextIO | None = None
 ) -> None:
-    """Set up structlog (and route the standard library's logging through the same stream)."""
-    stream = stream or sys.stderr
+    """Set up structlog (and route the standard library's logging through the same stream,
+    by default the process's stderr as it is at each write)."""
+    stream = stream or cast(TextIO, _CurrentStderr())
     if json is None:
         json = not stream.isatty()
     numeric = logging.getLevelNamesMapping().get(level.upper())
