@@ -29,6 +29,7 @@ import signal
 import socket
 import time
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -57,11 +58,15 @@ from duixwatch.policy.executor import Executor
 from duixwatch.watch import state
 from duixwatch.watch.conversations import DocumentWatch
 from duixwatch.watch.fleet import Fleet
+from duixwatch.watch.lifecycle import Lifecycles
 from duixwatch.watch.snapshots import SnapshotStore
 
 __all__ = ["Daemon"]
 
 log = structlog.get_logger("duixwatch.daemon")
+
+#: How often the history older than ``state.history_days`` is deleted.
+HISTORY_PRUNE_SECONDS = 3600.0
 
 
 def sd_notify(message: str, environ: Mapping[str, str]) -> bool:
@@ -119,6 +124,8 @@ class Daemon:
         self._handle_signals = handle_signals
         self._store = SnapshotStore()
         self._documents = DocumentWatch(clock=clock, rng=rng)
+        self._state = state.StateStore(config.state.dir)
+        self._lifecycles = Lifecycles(history=self._state)
         self._notifier = notify.Notifier(
             clock=clock, poster=WebhookPoster(clock=clock, transport=notify_transport)
         )
@@ -131,8 +138,8 @@ class Daemon:
             notifications=lambda: self._notifier,
             conversations=self._documents.conversations,
             avatars=self._documents.avatars,
+            lifecycles=self._lifecycles,
         )
-        self._state = state.StateStore(config.state.dir)
         self._audit = audit.AuditLog(config.state.dir / audit.AUDIT_FILENAME, clock=clock)
         self._client = self._new_client(config)
         self._executor = Executor(
@@ -231,13 +238,25 @@ class Daemon:
         """The policy cycle on the APP's new snapshot, under the config in force now (and the
         conversation ids of its sessions, for ``conversations: auto``)."""
         self._documents.observe(app, snapshot)
+        self._lifecycles.observe(snapshot)
         config = self._config
-        await self._cycle.run(
+        ran = await self._cycle.run(
             app,
             snapshot,
             policies=config.policies,
             enforcement_enabled=config.enforcement.enabled,
         )
+        for record in ran[1] if ran is not None else ():
+            if record.outcome not in ("stopped", "already_closed"):
+                continue
+            if record.session_id is not None:
+                self._lifecycles.stopped(app.name, record.session_id, record.policy, record.at)
+            elif record.action == "close_all" and snapshot.sessions is not None:
+                for session in snapshot.sessions.sessions:
+                    if session.session_id is not None:
+                        self._lifecycles.stopped(
+                            app.name, session.session_id, record.policy, record.at
+                        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -279,6 +298,7 @@ class Daemon:
                 self._documents.apply(config.apps, self._client)
                 tg.start_soon(self._scaling_loop)
                 tg.start_soon(partial(self._state.write_behind, clock=self._clock))
+                tg.start_soon(self._prune_history)
                 self.port = await tg.start(serve.serve, app, config.server.host, config.server.port)
                 if self._watch_interval() > 0:
                     tg.start_soon(self._watch_config)
@@ -396,8 +416,24 @@ class Daemon:
         )
         return True
 
+    async def _prune_history(self) -> None:
+        """Delete history older than ``state.history_days``, hourly, in a worker thread (a
+        poll never waits for it)."""
+        while True:
+            days = self._config.state.history_days
+            before = self._clock.now() - timedelta(days=days)
+            try:
+                removed = await anyio.to_thread.run_sync(self._state.prune_history, before)
+            except state.StateError as exc:
+                log.error("history_prune_failed", error=str(exc))  # noqa: TRY400 - says it all
+            else:
+                if removed:
+                    log.info("history_pruned", rows=removed, older_than_days=days)
+            await self._clock.sleep(HISTORY_PRUNE_SECONDS)
+
     def _publish_config(self, config: Config) -> None:
         self._metrics.set_apps(app.name for app in config.apps)
+        self._lifecycles.set_apps(app.name for app in config.apps)
         index, count = self._shard
         self._metrics.set_sharding(index=index, count=count, owned=len(config.apps))
         self._metrics.set_policies((p.name, p.action, p.dry_run) for p in config.policies)

@@ -6,6 +6,7 @@ import socket
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from duixwatch.core.clock import SystemClock
 from duixwatch.daemon import Daemon
 from duixwatch.export.exposition import Registry
 from duixwatch.sim import Simulator, create_app
+from duixwatch.watch.state import read_history
 from tests.loopback import loopback_sim
 
 WAIT_SECONDS = 10
@@ -434,3 +436,48 @@ async def test_watched_conversations_and_avatars_reach_metrics_and_status(
         (conversation,) = status["conversations"]
         assert conversation["conversation"] == cid
         assert conversation["changes"] == 0
+
+
+async def test_session_lifecycle_counts_ends_by_policy_and_platform_and_keeps_history(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    first = sim.apps[0]
+    old = sim.add_session(first.app_id, age_seconds=3000)
+    short = sim.add_session(first.app_id, age_seconds=30)
+    path = write_config(
+        tmp_path / "c.yaml",
+        sim,
+        apps=1,
+        enforcement={"enabled": True},
+        policies=[
+            {
+                "name": "max-age",
+                "match": {"session_age_over_seconds": 2700},
+                "action": "stop_sessions",
+                "dry_run": False,
+                "max_actions_percent": 100,
+            }
+        ],
+    )
+    async with running(sim, path) as (_, http):
+
+        async def metric(name: str, **labels: str) -> float | None:
+            return value((await http.get("/metrics")).text, name, app=first.name, **labels)
+
+        with anyio.fail_after(WAIT_SECONDS):
+            while await metric("duix_app_sessions_ended_total", closed_by="policy") != 1:
+                await anyio.sleep(0.05)
+            sim.end_session(short.session_id)
+            while await metric("duix_app_sessions_ended_total", closed_by="platform") != 1:
+                await anyio.sleep(0.05)
+        assert await metric("duix_app_sessions_started_total") == 2
+        assert await metric("duix_app_session_duration_seconds_count") == 2
+        seconds = await metric("duix_app_session_seconds_total")
+        assert seconds is not None
+        assert seconds > 0
+    rows = read_history(tmp_path / "state", since=datetime.now(UTC) - timedelta(hours=2))
+    by_id = {r.session_id: r for r in rows}
+    assert by_id[old.session_id].closed_by == "policy"
+    assert by_id[old.session_id].policy == "max-age"
+    assert by_id[old.session_id].duration_seconds == pytest.approx(3000, abs=5)
+    assert by_id[short.session_id].closed_by == "platform"

@@ -297,6 +297,8 @@ class StateSettings(Section):
     """
 
     dir: Path = Path("./duixwatch-state")
+    #: Ended sessions are kept in the history this many days (``duixwatch report``).
+    history_days: float = Field(default=30.0, ge=1, le=3650)
 
     @field_validator("dir", mode="before")
     @classmethod

@@ -22,6 +22,7 @@ from prometheus_client.core import (
     CounterMetricFamily,
     GaugeHistogramMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.exposition import choose_encoder, generate_latest
@@ -42,7 +43,7 @@ __all__ = [
     "render",
 ]
 
-Kind = Literal["gauge", "counter", "gaugehistogram"]
+Kind = Literal["gauge", "counter", "gaugehistogram", "histogram"]
 
 # The library's encoders, typed (they are untyped there).
 _text_latest: Final = cast(Callable[[object], bytes], generate_latest)
@@ -100,6 +101,10 @@ class Family:
             return GaugeMetricFamily(self.name, self.documentation, labels=labels, unit=self.unit)
         if self.kind == "counter":
             return CounterMetricFamily(self.name, self.documentation, labels=labels, unit=self.unit)
+        if self.kind == "histogram":
+            return HistogramMetricFamily(
+                self.name, self.documentation, labels=labels, unit=self.unit
+            )
         return GaugeHistogramMetricFamily(
             self.name, self.documentation, labels=labels, unit=self.unit
         )

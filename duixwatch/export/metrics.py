@@ -37,8 +37,10 @@ from duixwatch.export import exposition
 from duixwatch.export.apps import COLUMNS, Column, PollErrorCounter, SnapshotCollector
 from duixwatch.export.autoscaling import ScalingReading
 from duixwatch.export.conversations import DocumentCollector
+from duixwatch.export.lifecycle import LifecycleCollector
 from duixwatch.export.probes import ProbeMetrics
 from duixwatch.watch.conversations import AvatarState, ConversationState
+from duixwatch.watch.lifecycle import Lifecycles
 
 __all__ = [
     "API_REQUEST_DURATION_BUCKETS",
@@ -171,6 +173,7 @@ class Metrics:
         notifications: Callable[[], DeliveryCounts | None] | None = None,
         conversations: Callable[[], Sequence[ConversationState]] = tuple,
         avatars: Callable[[], Sequence[AvatarState]] = tuple,
+        lifecycles: Lifecycles | None = None,
         columns: Sequence[Column] = COLUMNS,
     ) -> None:
         self._registry = library = registry  # every metric lives on it
@@ -181,6 +184,8 @@ class Metrics:
         self._poll_errors = PollErrorCounter()
         registry.register(self._snapshot_collector)
         registry.register(self._poll_errors)
+        if lifecycles is not None:
+            registry.register(LifecycleCollector(lifecycles))
         registry.register(ScalingCollector(scaling or tuple))
         registry.register(NotificationCollector(notifications or (lambda: None)))
         registry.register(DocumentCollector(conversations, avatars, clock=clock))

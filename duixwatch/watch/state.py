@@ -1,6 +1,6 @@
 """The state database: what duixwatch must remember across restarts, in SQLite.
 
-Two small tables live in ``<state.dir>/state.sqlite3``:
+Three tables live in ``<state.dir>/state.sqlite3``:
 
 ``first_seen``
     When each live session of an APP was first seen. A session whose list item carries no start
@@ -10,6 +10,12 @@ Two small tables live in ``<state.dir>/state.sqlite3``:
 ``over_since``
     Per APP and policy, when the APP first exceeded the policy's ``max_sessions``: the start
     of the ``for_seconds`` window, kept across restarts so a restart does not restart the wait.
+``session_history``
+    Every session seen to end: APP, id, start (the platform's, else the first sighting), end
+    (the last sighting), who closed it (``policy``/``platform``) and which policy. Written
+    behind with the first-seen changes; rows older than ``state.history_days`` are deleted by
+    :meth:`StateStore.prune_history`, which the daemon runs in a worker thread, so the file
+    stays bounded. :func:`read_history` reads it (read-only) for ``duixwatch report``.
 
 Durability and safety choices:
 
@@ -37,6 +43,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -49,7 +56,15 @@ import structlog
 from duixwatch.core import errors
 from duixwatch.core.clock import Clock
 
-__all__ = ["DB_FILENAME", "RETRY_SECONDS", "SCHEMA_VERSION", "StateError", "StateStore"]
+__all__ = [
+    "DB_FILENAME",
+    "RETRY_SECONDS",
+    "SCHEMA_VERSION",
+    "HistoryRow",
+    "StateError",
+    "StateStore",
+    "read_history",
+]
 
 log = structlog.get_logger("duixwatch.watch.state")
 
@@ -81,6 +96,21 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         ) WITHOUT ROWID
         """,
     ),
+    (
+        """
+        CREATE TABLE session_history (
+            app         TEXT    NOT NULL,
+            session_id  TEXT    NOT NULL,
+            started_us  INTEGER NOT NULL,
+            ended_us    INTEGER NOT NULL,
+            closed_by   TEXT    NOT NULL,
+            policy      TEXT,
+            start_known INTEGER NOT NULL
+        )
+        """,
+        "CREATE INDEX session_history_ended ON session_history (ended_us)",
+        "CREATE INDEX session_history_app_ended ON session_history (app, ended_us)",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -90,6 +120,25 @@ _T = TypeVar("_T")
 
 class StateError(errors.DuixwatchError):
     """Reading or writing the state database failed after it was opened."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One ended session (times aware, UTC)."""
+
+    app: str
+    session_id: str
+    #: The platform's start time when ``start_known``, else when duixwatch first saw it.
+    started: datetime
+    #: When duixwatch last saw it live (its end is at most one poll interval later).
+    ended: datetime
+    closed_by: str
+    policy: str | None = None
+    start_known: bool = True
+
+    @property
+    def duration_seconds(self) -> float:
+        return max(0.0, (self.ended - self.started).total_seconds())
 
 
 def _to_us(moment: datetime) -> int:
@@ -251,6 +300,8 @@ class StateStore:
         #: (app id, session id) -> first seen (µs) to insert, or None to delete, not yet written
         self._pending: dict[tuple[str, str], int | None] = {}
         self._pending_lock = threading.Lock()
+        #: ended sessions to insert into session_history, not yet written
+        self._pending_history: list[HistoryRow] = []
         #: called (from the caller's thread) when ``_pending`` goes from empty to not empty
         self.on_pending: Callable[[], None] | None = None
         rows = self._read(
@@ -330,8 +381,43 @@ class StateStore:
 
     @property
     def pending_writes(self) -> int:
-        """First-seen changes queued and not yet written."""
-        return len(self._pending)
+        """First-seen changes and ended sessions queued and not yet written."""
+        return len(self._pending) + len(self._pending_history)
+
+    def record_ended(self, rows: Iterable[HistoryRow]) -> None:
+        """Queue ended sessions for the history (written behind, with the first-seen
+        changes)."""
+        rows = list(rows)
+        if not rows:
+            return
+        with self._pending_lock:
+            was_empty = not self._pending and not self._pending_history
+            self._pending_history.extend(rows)
+        if was_empty and self.on_pending is not None:
+            self.on_pending()
+
+    def prune_history(self, before: datetime) -> int:
+        """Delete the history of sessions that ended before ``before``; how many rows. Blocking
+        (a worker thread's job); bounded batches keep each transaction short."""
+        cutoff = _to_us(before)
+        removed = 0
+        for _ in range(10_000):  # bounded: at most 10,000 batches per call
+            with self._transaction() as db:
+                count = db.execute(
+                    "DELETE FROM session_history WHERE rowid IN (SELECT rowid FROM"
+                    " session_history WHERE ended_us < ? LIMIT 5000)",
+                    (cutoff,),
+                ).rowcount
+            removed += count
+            if count < 5000:
+                break
+        return removed
+
+    def history_rows(self) -> int:
+        """Rows in session_history (tests, status)."""
+        return int(
+            self._read(lambda db: db.execute("SELECT COUNT(*) FROM session_history").fetchone()[0])
+        )
 
     def flush(self) -> int:
         """Write every queued first-seen change in one transaction; how many there were.
@@ -340,15 +426,33 @@ class StateStore:
         (:class:`StateError`) the changes stay queued for the next flush; newer changes to the
         same session win.
         """
-        if not self._pending:
+        if not self._pending and not self._pending_history:
             return 0
         batch: dict[tuple[str, str], int | None] = {}
+        history: list[HistoryRow] = []
         try:
             # Under the database lock from taking the batch to its commit, so that a
             # forget_apps() cannot run between the two and see its deletions undone.
             with self._transaction() as db:
                 with self._pending_lock:
                     batch, self._pending = self._pending, {}
+                    history, self._pending_history = self._pending_history, []
+                db.executemany(
+                    "INSERT INTO session_history (app, session_id, started_us, ended_us,"
+                    " closed_by, policy, start_known) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            r.app,
+                            r.session_id,
+                            _to_us(r.started),
+                            _to_us(r.ended),
+                            r.closed_by,
+                            r.policy,
+                            1 if r.start_known else 0,
+                        )
+                        for r in history
+                    ],
+                )
                 db.executemany(
                     "DELETE FROM first_seen WHERE app_id = ? AND session_id = ?",
                     [key for key, us in batch.items() if us is None],
@@ -362,8 +466,9 @@ class StateStore:
             with self._pending_lock:
                 batch.update(self._pending)
                 self._pending = batch
+                self._pending_history = history + self._pending_history
             raise
-        return len(batch)
+        return len(batch) + len(history)
 
     # ----------------------------------------------------------------------- over since
 
@@ -447,3 +552,45 @@ class StateStore:
 
     def __repr__(self) -> str:
         return f"StateStore({self._label!r})"
+
+
+def read_history(state_dir: Path, *, since: datetime, app: str | None = None) -> list[HistoryRow]:
+    """The sessions that ended since ``since`` (of ``app``, when given), oldest end first, read
+    from ``<state_dir>/state.sqlite3`` without writing (the daemon may be running). A database
+    that does not exist, or has no history yet, gives ``[]``."""
+    path = Path(state_dir) / DB_FILENAME
+    if not path.exists():
+        return []
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error as exc:
+        raise errors.ConfigError(f"cannot open the state database {path}: {exc}") from exc
+    try:
+        query = (
+            "SELECT app, session_id, started_us, ended_us, closed_by, policy, start_known"
+            " FROM session_history WHERE ended_us >= ?"
+        )
+        params: tuple[object, ...] = (_to_us(since),)
+        if app is not None:
+            query += " AND app = ?"
+            params += (app,)
+        try:
+            rows = db.execute(query + " ORDER BY ended_us", params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []  # written by a duixwatch without history yet
+            raise errors.ConfigError(f"cannot read the state database {path}: {exc}") from exc
+    finally:
+        db.close()
+    return [
+        HistoryRow(
+            app=a,
+            session_id=sid,
+            started=_from_us(int(start)),
+            ended=_from_us(int(end)),
+            closed_by=by,
+            policy=policy,
+            start_known=bool(known),
+        )
+        for a, sid, start, end, by, policy, known in rows
+    ]
