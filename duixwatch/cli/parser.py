@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import NoReturn, TextIO
 
 from duixwatch import __version__
-from duixwatch.cli import dialog, operate, runtime, service, simulator
+from duixwatch.cli import dialog, operate, report, runtime, service, simulator
 from duixwatch.core import errors
 
 __all__ = ["build_parser", "main"]
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_commands(command)
     simulator.add_commands(command)
     dialog.add_commands(command)
+    report.add_commands(command)
     return parser
 
 
