@@ -3,18 +3,21 @@ Prometheus (Debian's package) that scrapes it every second and loads deploy/prom
 
 After a few scrapes, every query of every dashboard panel must return data. Panels whose
 description starts with "Only when …" have data only when that happens; each such condition is
-induced here (sessions are created, an auth fault is injected, policies are configured so that one
-acts in dry run and one aborts on its cap, conversations and avatars are watched, one avatar
-still training and one failed), so no panel goes unchecked. The auth fault must also put
-DuixAppAuthRejected into the pending (or firing) state in Prometheus' /api/v1/alerts, with the
-production `for:` values of rules.yaml; the failed avatar fires DuixAvatarTrainingFailed, and a
-conversation changed through the simulator fires DuixConversationChanged.
+induced here (sessions are created and two of them hung up, an auth fault is injected, policies
+are configured so that one acts in dry run and one aborts on its cap, conversations and avatars
+are watched, one avatar still training and one failed), so no panel goes unchecked. The auth
+fault must also put DuixAppAuthRejected into the pending (or firing) state in Prometheus'
+/api/v1/alerts, with the production `for:` values of rules.yaml; the failed avatar fires
+DuixAvatarTrainingFailed, and a conversation changed through the simulator fires
+DuixConversationChanged.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import httpx
@@ -52,7 +55,13 @@ CONDITIONS = {
     "Only when conversations are watched": "conversations",  # ids for one app, `auto` for one
     "Only when avatars are watched": "avatars",  # two avatars created in the simulator
     "Only when an avatar is training": "training",  # one of them trains for 10 minutes
+    "Only when sessions have ended": "ended",  # the fixture hangs up two sessions
 }
+
+#: How old the two sessions the fixture hangs up are when it creates them: their observed
+#: lifetimes (from the platform's start time) then fall in the (300 s, 600 s] bucket of
+#: duix_app_session_duration_seconds.
+ENDED_AGE_SECONDS = 400
 
 #: The avatars the fixture creates on the first app: (name, seconds the simulator trains it).
 #: A name containing "fail" fails; the other is still training while the tests run.
@@ -159,6 +168,25 @@ def create_avatar(sim: str, app: dict[str, Any], name: str, training_seconds: fl
     return avatar_id
 
 
+def hang_up(stack: Stack, app: dict[str, Any], sessions: list[str]) -> None:
+    """End ``sessions`` of ``app`` in the simulator one at a time, each once Prometheus has the
+    previous one in duix_app_session_duration_seconds_count: the histogram then rises while
+    Prometheus watches it, so its rates (and the percentiles of the dashboards) are numbers."""
+    selector = f'{{app="{app["name"]}"}}'
+    live = 2 + len(sessions)  # the two old sessions of the first app, and these
+    eventually(
+        lambda: stack.query(f"duix_app_sessions{selector} == {live}"),
+        timeout=20,
+        what="the sessions to hang up in Prometheus",
+    )
+    for ended, session_id in enumerate(sessions, start=1):
+        httpx.delete(
+            f"{stack.sim}/_sim/apps/{app['app_id']}/sessions/{session_id}", timeout=5
+        ).raise_for_status()
+        count = f"duix_app_session_duration_seconds_count{selector} == {ended}"
+        eventually(partial(stack.query, count), timeout=20, what=f"{ended} ended session(s)")
+
+
 def empty_panels(stack: Stack, targets: list[tuple[str, str, str]]) -> list[str] | None:
     """None when every query returns data, else the ones that do not (for eventually())."""
     empty = [f"{d} / {t}: {e}" for d, t, e in targets if not stack.query(e)]
@@ -177,6 +205,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 json={"count": count, "age_seconds": age},
                 timeout=5,
             ).raise_for_status()
+        # Two more sessions of the first app, hung up once the daemon watches them ("Only when
+        # sessions have ended"). max-session-age (45 min) leaves them alone; tight-cap, which
+        # aborts anyway, matches them too while they last.
+        created = httpx.post(
+            f"{sim}/_sim/apps/{apps[0]['app_id']}/sessions",
+            json={"count": 2, "age_seconds": ENDED_AGE_SECONDS},
+            timeout=5,
+        )
+        created.raise_for_status()
+        ending = [s["session_id"] for s in created.json()["sessions"]]
         for app in apps:
             app["poll_interval_seconds"] = 1
         # Conversations: the first app's by id, the second's (it has a session) by `auto`.
@@ -231,6 +269,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 timeout=40,
                 what="five scrapes of the daemon",
             )
+            hang_up(running, apps[0], ending)
             yield running
 
 
@@ -249,6 +288,32 @@ def test_every_panel_has_data_after_a_few_scrapes(stack: Stack) -> None:
     targets = queries(None) + queries("sessions")
     assert len(queries("sessions")) >= 2
     eventually(lambda: empty_panels(stack, targets) is None, timeout=20, what="panel data")
+
+
+def test_the_session_duration_panels_have_data_once_sessions_have_ended(stack: Stack) -> None:
+    """The fixture hung up two sessions of the first app (the App dashboard's): the platform
+    closed them, and their lifetimes count from the platform's start time."""
+    targets = queries("ended")
+    assert len(targets) >= 6  # p50, p90 and p99 on each dashboard
+    eventually(lambda: empty_panels(stack, targets) is None, timeout=30, what="duration data")
+    selector = f'app="{stack.app}"'
+    assert stack.query(f'duix_app_sessions_ended_total{{{selector},closed_by="platform"}} == 2')
+    assert stack.query(f'duix_app_sessions_ended_total{{{selector},closed_by="policy"}} == 0')
+    assert stack.query(f"duix_app_sessions{{{selector}}} == 2")  # the two old ones are left
+    percentiles = [e for d, _, e in targets if d == "duixwatch-app.json"]
+    assert len(percentiles) == 3
+
+    def values() -> list[float] | None:
+        found = [float(r["value"][1]) for e in percentiles for r in stack.query(e)]
+        complete = len(found) == len(percentiles) and all(math.isfinite(v) for v in found)
+        return found if complete else None
+
+    # Both lasted ENDED_AGE_SECONDS and the fixture's few seconds: every percentile lies in
+    # their bucket (300 s, 600 s]; from the first sighting it would be below 300 s.
+    found = eventually(values, timeout=20, what="finite duration percentiles")
+    assert all(300 < v <= 600 for v in found), found
+    # The day's session-minutes: the recording rule has them for the app.
+    assert stack.query(f"app:duix_app_session_minutes:increase1d{{{selector}}} > 0")
 
 
 def test_the_policy_panels_have_data_once_policies_act(stack: Stack) -> None:

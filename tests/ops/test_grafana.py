@@ -15,6 +15,7 @@ import yaml
 from tests.ops_support import (
     DASHBOARDS,
     REPO,
+    RULES,
     documented_metric_names,
     exported_metric_names,
     load_json,
@@ -158,13 +159,28 @@ def test_every_panel_expression_parses_with_promtool(tmp_path: Path) -> None:
     assert f"SUCCESS: {len(exprs)} rules found" in result.stdout, output(result)
 
 
+def recording_rules() -> dict[str, str]:
+    """The recording rules of deploy/prometheus/rules.yaml: record name -> expression."""
+    return {
+        rule["record"]: rule["expr"]
+        for group in load_yaml(RULES)["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+
+
 def test_every_panel_uses_only_exported_and_documented_metrics() -> None:
+    """Or a recording rule of rules.yaml (test_rules.py checks the metrics those use)."""
     exported = exported_metric_names()
     documented = documented_metric_names()
+    records = recording_rules()
     for name, title, expr in every_expr():
         for metric in metric_names_in(expr):
             if metric.startswith("process_"):
                 continue  # the standard process collector (README: process_*)
+            if ":" in metric:
+                assert metric in records, f"{name} / {title}: {metric} is no recording rule"
+                continue
             assert metric in exported, f"{name} / {title}: {metric} is not exported"
             assert metric in documented, f"{name} / {title}: {metric} is not in the README"
 
@@ -233,17 +249,22 @@ def test_the_provisioning_files_load_the_dashboards_and_a_prometheus() -> None:
     assert provider["options"]["path"] in readme
 
 
-def test_the_overview_has_a_dialog_backend_row() -> None:
-    """Issue #11: probe success, first-answer and total latency percentiles against the budget,
-    failures by reason — in one row, empty (and saying so) until a probe is configured."""
-    dashboard = load_json(REPO / "grafana" / "dashboards" / "duixwatch-overview.json")
+def row_panels(dashboard: dict[str, Any], title: str) -> list[dict[str, Any]]:
+    """The panels of the (expanded) row called ``title``: those below it, up to the next row."""
     top = dashboard["panels"]
-    (row,) = [p for p in top if p["type"] == "row" and p["title"] == "Dialog backend"]
+    (row,) = [p for p in top if p["type"] == "row" and p["title"] == title]
     below = sorted(
         (p for p in top if p["gridPos"]["y"] > row["gridPos"]["y"]), key=lambda p: p["gridPos"]["y"]
     )
     end = next((p["gridPos"]["y"] for p in below if p["type"] == "row"), None)
-    dialog = [p for p in below if end is None or p["gridPos"]["y"] < end]
+    return [p for p in below if end is None or p["gridPos"]["y"] < end]
+
+
+def test_the_overview_has_a_dialog_backend_row() -> None:
+    """Issue #11: probe success, first-answer and total latency percentiles against the budget,
+    failures by reason — in one row, empty (and saying so) until a probe is configured."""
+    dashboard = load_json(REPO / "grafana" / "dashboards" / "duixwatch-overview.json")
+    dialog = row_panels(dashboard, "Dialog backend")
     exprs = {p["title"]: " ".join(t["expr"] for t in p["targets"]) for p in dialog}
     joined = " ".join(exprs.values())
     assert "duixwatch_dialog_probe_success" in joined
@@ -269,3 +290,48 @@ def test_the_overview_has_a_dialog_backend_row() -> None:
             "histogram_quantile(" in exprs[panel["title"]]
             or "quantile_over_time(" in exprs[panel["title"]]
         )
+
+
+@pytest.mark.parametrize("name", ["duixwatch-overview.json", "duixwatch-app.json"])
+def test_the_dashboards_have_a_what_sessions_cost_row(name: str) -> None:
+    """Issue #13: session-minutes per app per day (from the recording rule), duration
+    percentiles from the histogram, starts and ends per minute, and who closed the sessions
+    that ended; the percentiles are empty (and say so) until a session has ended."""
+    dashboard = load_json(REPO / "grafana" / "dashboards" / name)
+    cost = row_panels(dashboard, "What sessions cost")
+    exprs = {p["title"]: [t["expr"] for t in p["targets"]] for p in cost}
+    joined = {title: " ".join(e) for title, e in exprs.items()}
+    records = recording_rules()
+    assert records["app:duix_app_session_minutes:increase1d"] == (
+        "increase(duix_app_session_seconds_total[1d]) / 60"  # the contract's session-minutes
+    )
+    assert records["app:duix_app_session_duration_seconds_bucket:rate1h"] == (
+        "rate(duix_app_session_duration_seconds_bucket[1h])"
+    )
+    (minutes,) = [t for t, e in joined.items() if "app:duix_app_session_minutes:increase1d" in e]
+    assert "minutes" in minutes.lower()
+    (durations,) = [
+        p
+        for p in cost
+        if "app:duix_app_session_duration_seconds_bucket:rate1h" in joined[p["title"]]
+    ]
+    quantiles = [
+        re.fullmatch(
+            r"histogram_quantile\(([0-9.]+), sum by \(le\) "
+            r"\(app:duix_app_session_duration_seconds_bucket:rate1h(\{[^}]*\})?\)\)",
+            expr,
+        )
+        for expr in exprs[durations["title"]]
+    ]
+    assert all(quantiles), exprs[durations["title"]]
+    assert [m.group(1) for m in quantiles if m] == ["0.5", "0.9", "0.99"]
+    assert durations["fieldConfig"]["defaults"]["unit"] == "s"
+    assert durations["description"].startswith("Only when sessions have ended")
+    everything = " ".join(joined.values())
+    assert "rate(duix_app_sessions_started_total" in everything
+    assert "rate(duix_app_sessions_ended_total" in everything
+    assert "[$__rate_interval])) * 60" in everything  # per minute
+    assert "sum by (closed_by) (increase(duix_app_sessions_ended_total" in everything
+    for panel in cost:
+        if panel is not durations:  # the counters are there from an app's first poll, at 0
+            assert not panel["description"].startswith("Only when"), panel["title"]
