@@ -23,9 +23,12 @@ async def serve_app(
 
 
 @asynccontextmanager
-async def loopback_sim(seed: int = 3) -> AsyncIterator[tuple[str, Starlette]]:
-    """A fresh simulator (no workload) on a free loopback port: its base URL and its app."""
-    app = create_app(Simulator(apps=1, seed=seed, workload=False))
+async def loopback_sim(
+    seed: int = 3, *, sim: Simulator | None = None
+) -> AsyncIterator[tuple[str, Starlette]]:
+    """``sim`` (default: a fresh one, no workload) on a free loopback port: its base URL and
+    its app."""
+    app = create_app(sim or Simulator(apps=1, seed=seed, workload=False))
     async with anyio.create_task_group() as tg:
         port = await tg.start(serve_app, app)
         yield f"http://127.0.0.1:{port}", app
