@@ -365,14 +365,15 @@ class Daemon:
             )
             new, shard = self._effective(full)
         except errors.ConfigError as exc:
-            self._last_reload = {
-                "ok": False,
-                "at": self._clock.now().isoformat(),
-                "error": str(exc),
-            }
-            self._metrics.config_reloaded(False, at=self._clock.now())
+            self._reload_failed(trigger, str(exc))
             # An expected failure: the message names file, line and key; a traceback adds noise.
             log.error("config_reload_failed", trigger=trigger, error=str(exc))  # noqa: TRY400
+            return False
+        except Exception as exc:
+            # A duixwatch bug (the loader should have turned it into a ConfigError): the old
+            # configuration keeps running, and the traceback says where.
+            self._reload_failed(trigger, f"internal error: {type(exc).__name__}")
+            log.exception("config_reload_failed", trigger=trigger, error=type(exc).__name__)
             return False
         old = self._config
         old_client = self._client
@@ -430,6 +431,10 @@ class Daemon:
                 if removed:
                     log.info("history_pruned", rows=removed, older_than_days=days)
             await self._clock.sleep(HISTORY_PRUNE_SECONDS)
+
+    def _reload_failed(self, trigger: str, error: str) -> None:
+        self._last_reload = {"ok": False, "at": self._clock.now().isoformat(), "error": error}
+        self._metrics.config_reloaded(False, at=self._clock.now())
 
     def _publish_config(self, config: Config) -> None:
         self._metrics.set_apps(app.name for app in config.apps)

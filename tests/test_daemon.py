@@ -481,3 +481,19 @@ async def test_session_lifecycle_counts_ends_by_policy_and_platform_and_keeps_hi
     assert by_id[old.session_id].policy == "max-age"
     assert by_id[old.session_id].duration_seconds == pytest.approx(3000, abs=5)
     assert by_id[short.session_id].closed_by == "platform"
+
+
+@pytest.mark.parametrize("tail", ["# \x07\n", "# \x1b[0m\n", "x: 1\x00\n", "x: " + "[" * 5000])
+async def test_a_reload_of_a_file_yaml_cannot_read_keeps_the_old_config(
+    sim: Simulator, tmp_path: Path, tail: str
+) -> None:
+    path = write_config(tmp_path / "c.yaml", sim, apps=1)
+    async with running(sim, path) as (daemon, http):
+        await wait_for(http, "/readyz")
+        with path.open("a") as f:
+            f.write(tail)
+        assert await daemon.reload(trigger="SIGHUP") is False
+        text = (await http.get("/metrics")).text
+        assert value(text, "duixwatch_config_last_reload_successful") == 0
+        assert value(text, "duix_up", app=sim.apps[0].name) == 1
+        assert (await http.get("/status?format=json")).json()["last_reload"]["ok"] is False

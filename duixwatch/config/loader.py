@@ -234,20 +234,27 @@ class _Loader:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise self.fail([f"{self.shown}: the config file is not UTF-8 text"]) from None
-        loader = LineLoader(text)
         syntax: tuple[int, str] | None = None
         data: Any = None
+        loader: LineLoader | None = None
         try:
+            loader = LineLoader(text)  # checks every character first (ReaderError)
             node = loader.get_single_node()
             data = loader.build(node) if node is not None else None
+        except yaml.reader.ReaderError as exc:
+            syntax = (text.count("\n", 0, exc.position) + 1, yaml_problem(exc)[1])
         except yaml.YAMLError as exc:
             syntax = yaml_problem(exc)
+        except RecursionError:
+            syntax = (1, "YAML nested too deeply (hundreds of [ or {): not a config file")
         finally:
-            loader.dispose()
+            if loader is not None:
+                loader.dispose()
         if syntax is not None:
             # Raised outside the except block: the YAML error quotes the source line, which
             # may hold a key, and must not ride along as __context__.
             raise self.fail([f"{self.shown}:{syntax[0]}: {syntax[1]}"])
+        assert loader is not None  # noqa: S101 - set whenever there was no syntax error
         self.lines = loader.lines
         self.odd_ints = loader.odd_ints
         for found in loader.problems:

@@ -128,6 +128,10 @@ class LineLoader(yaml.SafeLoader):
 
 def yaml_problem(exc: yaml.YAMLError) -> tuple[int, str]:
     """Line and text of a YAML error, without the source excerpt (it may hold a key)."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        # A character YAML forbids (NUL, BEL, ESC …, as a terminal paste leaves): its line,
+        # and its code point, never the text around it.
+        return 1, f"YAML: character U+{exc.character:04X} is not allowed in a YAML file"
     if not isinstance(exc, yaml.MarkedYAMLError):
         return 1, "YAML syntax error"
     mark = exc.problem_mark or exc.context_mark

@@ -613,3 +613,23 @@ def test_a_missing_systemd_credential_is_an_error_naming_the_file(tmp_path: Path
     [line] = problems(tmp_path, text, CREDENTIALS_DIRECTORY=str(tmp_path))
     assert line.startswith("F:2: apps[0]: no app key: ")
     assert f"{tmp_path / 'frontdesk'} does not exist" in line
+
+
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        ("# \x07\n", "YAML: character U+0007 is not allowed in a YAML file"),
+        ("# \x1b[0m\n", "YAML: character U+001B is not allowed in a YAML file"),
+        ("x: 1\x00\n", "YAML: character U+0000 is not allowed in a YAML file"),
+    ],
+)
+def test_a_character_yaml_forbids_is_an_error_with_its_line(
+    tmp_path: Path, tail: str, message: str
+) -> None:
+    found = problems(tmp_path, MINIMAL + tail)
+    assert found == [f"F:4: {message}"]
+
+
+def test_nesting_too_deep_for_the_parser_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL + "x: " + "[" * 5000 + "\n")
+    assert found == ["F:1: YAML nested too deeply (hundreds of [ or {): not a config file"]
