@@ -8,6 +8,7 @@ scaling readings and dialog probe results, the plain HTML page a browser gets fo
 from __future__ import annotations
 
 import html
+import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -247,7 +248,7 @@ def _seconds(value: float | None) -> str:
 
 
 def _probe_row(p: Mapping[str, Any]) -> str:
-    esc = html.escape
+    esc = _visible
     last = p["last"]
     if last is None:
         state, detail, timing = "<td>not run yet</td>", "", "<td></td>"
@@ -270,7 +271,7 @@ def _probe_row(p: Mapping[str, Any]) -> str:
 
 
 def _conversation_row(c: Mapping[str, Any]) -> str:
-    esc = html.escape
+    esc = _visible
     summary = c["summary"]
     paths = ", ".join(c["last_change_paths"][:5])
     change = f"{c['last_change_at']} ({paths})" if c["last_change_at"] else ""
@@ -286,7 +287,7 @@ def _conversation_row(c: Mapping[str, Any]) -> str:
 
 
 def _avatar_row(a: Mapping[str, Any]) -> str:
-    esc = html.escape
+    esc = _visible
     training = a["training_seconds"]
     return (
         f"<tr><td>{esc(a['app'])}</td><td>{esc(a['avatar'])}</td><td>{esc(a['name'] or '')}</td>"
@@ -296,8 +297,19 @@ def _avatar_row(a: Mapping[str, Any]) -> str:
     )
 
 
+def _visible(text: str) -> str:
+    """``text`` HTML-escaped, with control and bidirectional-override characters (which a
+    platform-supplied id may carry: U+202E turns the rest of a line around) shown as
+    ``\\u202e`` instead of acting on the page."""
+    return html.escape(
+        "".join(
+            f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf") else c for c in text
+        )
+    )
+
+
 def status_html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> str:
-    esc = html.escape
+    esc = _visible
     rows = []
     for e in entries:
         sessions = e["sessions"] or {}

@@ -119,7 +119,7 @@ def create_app(*, render: Render, view: DaemonView, clock: Clock) -> Starlette:
         # instead of trusting a number that might be zero only because we cannot see.
         return JSONResponse(body, 200 if reading.fresh else 503)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/api/v1/scaling/{target}", scaling, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -128,3 +128,7 @@ def create_app(*, render: Render, view: DaemonView, clock: Clock) -> Starlette:
             Route("/status", status, methods=["GET"]),
         ]
     )
+    # No redirect of /metrics/ to /metrics: Starlette builds its Location from the Host header,
+    # an open redirect; an unknown path is a plain 404.
+    app.router.redirect_slashes = False
+    return app

@@ -4,6 +4,7 @@ loopback with the real daemon)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -122,3 +123,25 @@ async def test_no_endpoint_takes_a_write(http: httpx.AsyncClient, path: str) -> 
 
 async def test_an_unknown_scaling_target_is_404(http: httpx.AsyncClient) -> None:
     assert (await http.get("/api/v1/scaling/nothing")).status_code == 404
+
+
+async def test_a_trailing_slash_is_404_not_a_redirect_built_from_the_host(
+    http: httpx.AsyncClient,
+) -> None:
+    answer = await http.get("/metrics/", headers={"host": "evil.example"})
+    assert answer.status_code == 404
+    assert "location" not in answer.headers
+
+
+async def test_control_and_bidi_characters_from_the_platform_are_shown_not_obeyed(
+    http: httpx.AsyncClient, view: View, clock: FakeClock
+) -> None:
+    failed = replace(
+        snapshot(clock, "frontdesk"),
+        error=models.PollError("malformed", "id \u202egnp.exe\x07 rejected", clock.now()),
+    )
+    view.apps = [failed]
+    page = (await http.get("/status", headers={"accept": "text/html"})).text
+    assert "\u202e" not in page
+    assert "\x07" not in page
+    assert "\\u202egnp.exe\\u0007 rejected" in page
