@@ -29,6 +29,8 @@ the body, which the client takes from the response (DUIX never echoes the token 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Literal
 
 __all__ = [
@@ -178,3 +180,18 @@ class ApiRateLimited(ApiClientError):
     ) -> None:
         super().__init__(message, method=method, path=path, status=status, code=code, body=body)
         self.retry_after_seconds = retry_after_seconds
+
+
+#: What a JSON Web Token looks like (ours are HS256 JWTs: they begin with ``{"`` = ``eyJ``).
+_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+REDACTED = "[redacted]"
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` (a platform-supplied message or body) without any of ``secrets`` (the token
+    sent, the appKey) or anything that looks like a JWT: a platform that quotes the rejected
+    token must not make it reach a log line, ``/status`` or the terminal."""
+    for secret in secrets:
+        if len(secret) >= 8:
+            text = text.replace(secret, REDACTED)
+    return _JWT_RE.sub(REDACTED, text)

@@ -117,6 +117,9 @@ class SessionList:
     sessions: tuple[Session, ...]
     shape: str
     total: int | None = None
+    #: List items that repeated an id already listed (left out of ``sessions``: a session is
+    #: its id, counted once however often the platform lists it).
+    duplicates: int = 0
     #: The known effective starts (:attr:`Session.effective_start`) as integer microseconds
     #: since the Unix epoch, oldest first, and their sum: computed once per poll, so that a
     #: scrape at 10,000 apps needs no per-session work at all (see :meth:`ages`).

@@ -315,6 +315,7 @@ class DuixClient:
                     status=response.status,
                     content=response.content,
                     retry_after_seconds=retry_after,
+                    secrets=(token.get_secret_value(), app.app_key.get_secret_value()),
                 )
             except errors.ApiError as exc:
                 outcome = exc.reason

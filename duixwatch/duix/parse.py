@@ -82,11 +82,14 @@ def error_for(
     message: str | None,
     body: str | None,
     retry_after_seconds: float | None = None,
+    secrets: Sequence[str] = (),
 ) -> errors.ApiError:
-    """The typed error for a failed call, from its HTTP status and envelope code."""
-    text = (message or "").strip()[:_MESSAGE_CHARS] or (
+    """The typed error for a failed call, from its HTTP status and envelope code; the
+    platform's message and body with ``secrets`` and anything like a token redacted."""
+    text = errors.redact((message or "").strip(), secrets)[:_MESSAGE_CHARS] or (
         f"HTTP {status}" if code is None else "request failed"
     )
+    body = errors.redact(body, secrets) if body else body
     kw: dict[str, Any] = {"method": method, "path": path, "status": status, "code": code}
     if status == 429:
         return errors.ApiRateLimited(text, retry_after_seconds=retry_after_seconds, body=body, **kw)
@@ -131,8 +134,10 @@ def parse_envelope(
     status: int,
     content: bytes,
     retry_after_seconds: float | None = None,
+    secrets: Sequence[str] = (),
 ) -> Any:
-    """Return the envelope's ``data`` on success, else raise the matching :class:`ApiError`."""
+    """Return the envelope's ``data`` on success, else raise the matching :class:`ApiError`
+    (``secrets``: what to redact from the platform's text, the token and the appKey)."""
     text = content.decode("utf-8", errors="replace")
     try:
         doc = json.loads(text) if text.strip() else None
@@ -149,13 +154,14 @@ def parse_envelope(
                 message=None,
                 body=text,
                 retry_after_seconds=retry_after_seconds,
+                secrets=secrets,
             )
         raise errors.ApiMalformed(
             "the answer is not a DUIX envelope (JSON object with 'success')",
             method=method,
             path=path,
             status=status,
-            body=text,
+            body=errors.redact(text, secrets),
         )
     assert isinstance(doc, dict)  # noqa: S101 - narrowed above, for the type checker
     if doc.get("success") is True and status < 400:
@@ -171,6 +177,7 @@ def parse_envelope(
         message=message if isinstance(message, str) else None,
         body=text,
         retry_after_seconds=retry_after_seconds,
+        secrets=secrets,
     )
 
 
@@ -339,11 +346,19 @@ def parse_session_list(
     id_keys = (mapping.id,) if mapping.id else ID_KEYS
     start_keys = (mapping.started_at,) if mapping.started_at else START_KEYS
     sessions: list[models.Session] = []
+    seen: set[str] = set()
+    duplicates = 0
     used_id: str | None = None
     used_start: str | None = None
     for index, item in enumerate(items):
         if isinstance(item, str | int) and not isinstance(item, bool):
-            sessions.append(models.Session(session_id=_as_id(item)))
+            bare = _as_id(item)
+            if bare is not None and bare in seen:
+                duplicates += 1
+                continue
+            if bare is not None:
+                seen.add(bare)
+            sessions.append(models.Session(session_id=bare))
             continue
         if not isinstance(item, Mapping):
             raise errors.ResponseParseError(
@@ -361,6 +376,11 @@ def parse_session_list(
             except ValueError:
                 started_at = None
         session_id = _as_id(item[id_key]) if id_key is not None else None
+        if session_id is not None:
+            if session_id in seen:
+                duplicates += 1
+                continue
+            seen.add(session_id)
         conversation = _first_present(item, CONVERSATION_KEYS)
         # Interned: an APP's sessions share a handful of conversations, and 200,000 copies
         # of the same 19 digits would cost 14 MB.
@@ -373,7 +393,9 @@ def parse_session_list(
             )
         )
     shape = f"{where}[] id={used_id or '?'} started_at={used_start or '?'}"
-    return models.SessionList(sessions=tuple(sessions), shape=shape, total=total)
+    return models.SessionList(
+        sessions=tuple(sessions), shape=shape, total=total, duplicates=duplicates
+    )
 
 
 # --------------------------------------------------------------------------- other payloads

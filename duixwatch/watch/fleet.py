@@ -83,6 +83,7 @@ class AppLoop:
         self._first_seen = first_seen if first_seen is not None else MemoryFirstSeen()
         self._after_poll = after_poll
         self._shape_logged: str | None = None
+        self._duplicates_logged = 0
         self._previous: models.AppSnapshot | None = None
         #: Monotonic time by which the next poll should have started (for liveness checks).
         self.next_due = clock.monotonic()
@@ -172,6 +173,13 @@ class AppLoop:
         if shape is not None and shape != self._shape_logged:
             self._shape_logged = shape
             log.info("session_list_shape", shape=shape)
+        duplicates = listing.duplicates if listing is not None else 0
+        if duplicates != self._duplicates_logged:
+            if duplicates:
+                # A data problem of the platform's, logged when it starts or changes: counts,
+                # quotas and ages use each id once.
+                log.warning("session_list_duplicates", duplicates=duplicates)
+            self._duplicates_logged = duplicates
 
 
 class Fleet:

@@ -122,4 +122,4 @@ def _with_first_seen(
         else models.Session(s.session_id, s.started_at, seen.get(s.session_id), s.conversation_id)
         for s in listing.sessions
     )
-    return models.SessionList(sessions, listing.shape, listing.total)
+    return models.SessionList(sessions, listing.shape, listing.total, listing.duplicates)

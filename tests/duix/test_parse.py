@@ -183,7 +183,7 @@ def test_data_as_a_bare_list() -> None:
 
 @pytest.mark.parametrize("container", parse.ITEM_CONTAINER_KEYS)
 def test_data_as_an_object_holding_the_list_under_each_known_key(container: str) -> None:
-    result = sessions_of({container: [item(), item()], "total": 2})
+    result = sessions_of({container: [item(), item(sessionId="1860000000000000002")], "total": 2})
     assert len(result) == 2
     assert result.total == 2
     assert result.shape.startswith(f"data.{container}[]")
@@ -320,7 +320,10 @@ def well_formed_lists(draw: st.DrawFn) -> tuple[Any, list[models.Session]]:
     )
     rows = draw(st.lists(st.tuples(ids, instants), max_size=8))
     items = [{id_key: sid, time_key: render_time(t, fmt), "status": "in_call"} for sid, t in rows]
-    expected = [models.Session(str(sid).strip(), t) for sid, t in rows]
+    first: dict[str, models.Session] = {}  # an id listed again is the same session
+    for sid, t in rows:
+        first.setdefault(str(sid).strip(), models.Session(str(sid).strip(), t))
+    expected = list(first.values())
     container = draw(st.sampled_from((None, *parse.ITEM_CONTAINER_KEYS)))
     data: Any = items if container is None else {container: items, "total": len(items)}
     return data, expected
@@ -452,3 +455,21 @@ def test_created_avatar_id_from_id_or_task_id() -> None:
     assert parse.parse_avatar_created({"taskId": "t"}).avatar_id == "t"
     with pytest.raises(errors.ResponseParseError):
         parse.parse_avatar_created({})
+
+
+def test_an_id_listed_twice_is_one_session() -> None:
+    items = [
+        {"sessionId": str(9_000_000_000_000_000_000 + i % 5), "createTime": 1_700_000_000 + i}
+        for i in range(10)
+    ]
+    listing = parse.parse_session_list(
+        {"records": items, "total": 10}, mapping=SessionListMapping(), zone=UTC
+    )
+    assert len(listing) == 5
+    assert listing.duplicates == 5
+    assert len({s.session_id for s in listing.sessions}) == 5
+    # the first listing of an id wins
+    assert listing.sessions[0].started_at == datetime.fromtimestamp(1_700_000_000, UTC)
+    bare = parse.parse_session_list(["1", "2", "1", 3], mapping=SessionListMapping(), zone=UTC)
+    assert [s.session_id for s in bare.sessions] == ["1", "2", "3"]
+    assert bare.duplicates == 1

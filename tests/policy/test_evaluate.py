@@ -285,3 +285,18 @@ def test_no_plan_ever_breaks_a_safety_invariant(
         assert 100.0 * len(plan.actions) / live <= config.max_actions_percent + 1e-9
     if plan.abort is not None:
         assert plan.actions == ()
+
+
+def test_a_quota_counts_each_listed_id_once() -> None:
+    """Five sessions each listed twice are five sessions: max_sessions 8 stops nothing."""
+    from duixwatch.config import SessionListMapping
+    from duixwatch.duix.parse import parse_session_list
+
+    items = [
+        {"sessionId": f"{100 + i % 5}", "createTime": int(NOW.timestamp()) - 60} for i in range(10)
+    ]
+    listing = parse_session_list({"records": items}, mapping=SessionListMapping(), zone=UTC)
+    snap = replace(snapshot([]), sessions=listing)
+    quota = policy_config(match={"max_sessions": 8})
+    assert plan_of(quota, snap).actions == ()
+    assert plan_of(policy_config(match={"max_sessions": 4}), snap).actions != ()
