@@ -140,7 +140,12 @@ class Daemon:
             avatars=self._documents.avatars,
             lifecycles=self._lifecycles,
         )
-        self._audit = audit.AuditLog(config.state.dir / audit.AUDIT_FILENAME, clock=clock)
+        try:
+            self._audit = audit.AuditLog(config.state.dir / audit.AUDIT_FILENAME, clock=clock)
+        except audit.AuditError as exc:
+            # state.dir is the operator's to fix (like an unreadable state database): exit 2.
+            self._state.close()
+            raise errors.ConfigError(f"state.dir: {exc}") from exc
         self._client = self._new_client(config)
         self._executor = Executor(
             self._client,

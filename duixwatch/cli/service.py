@@ -29,8 +29,19 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
+#: The length of every DUIX id seen (Java longs); a shorter one is legal but likely a typo.
+DUIX_ID_DIGITS = 19
+
+
 def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     config = _load(args)
+    for index, app in enumerate(config.apps):
+        if len(app.app_id) != DUIX_ID_DIGITS:
+            print(
+                f"duixwatch check: warning: apps[{index}].app_id: {app.app_id!r} has "
+                f"{len(app.app_id)} digits; DUIX app ids have {DUIX_ID_DIGITS}",
+                file=sys.stderr,
+            )
     names = ", ".join(a.name for a in config.apps)
     policies = len(config.policies)
     enforcement = "ENABLED" if config.enforcement.enabled else "disabled"

@@ -52,3 +52,32 @@ def test_levels_below_the_configured_one_are_not_written() -> None:
 def test_an_unknown_level_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="log level"):
         logs.configure(level="chatty", stream=io.StringIO())
+
+
+def test_a_flood_of_one_asyncio_complaint_is_logged_once_per_interval() -> None:
+    import logging
+    import time
+
+    from duixwatch.core.logs import RepeatLimit
+
+    limit = RepeatLimit(every=0.2)
+
+    def record() -> logging.LogRecord:
+        return logging.LogRecord(
+            "asyncio",
+            logging.ERROR,
+            __file__,
+            1,
+            "socket.accept() out of system resource",
+            None,
+            None,
+        )
+
+    passed = [r for r in (record() for _ in range(10_000)) if limit.filter(r)]
+    assert len(passed) == 1
+    time.sleep(0.25)
+    later = record()
+    assert limit.filter(later)
+    assert "(9999 more like it in the last 0.2 s)" in str(later.msg)
+    other = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "something else", None, None)
+    assert limit.filter(other)

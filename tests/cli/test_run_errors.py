@@ -1,0 +1,49 @@
+"""``duixwatch run``/``check`` on a state directory or config that cannot work: exit 2 with one
+line naming the problem, never a traceback (real processes)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.procs import DUIXWATCH, free_port
+
+
+def config(tmp_path: Path, **apps: str) -> Path:
+    path = tmp_path / "duixwatch.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "duix": {"base_url": "http://127.0.0.1:9"},
+                "apps": [
+                    {"app_id": app_id, "name": name, "app_key": "k" * 16}
+                    for name, app_id in (apps or {"desk": "1377185422953811968"}).items()
+                ],
+                "server": {"listen": f"127.0.0.1:{free_port()}"},
+                "state": {"dir": str(tmp_path / "state")},
+            }
+        )
+    )
+    return path
+
+
+def test_an_audit_log_that_is_a_directory_exits_2(tmp_path: Path) -> None:
+    path = config(tmp_path)
+    (tmp_path / "state" / "audit.jsonl").mkdir(parents=True)
+    done = subprocess.run(
+        [*DUIXWATCH, "run", "-c", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2, done.stderr
+    assert "state.dir: cannot open the audit log" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_check_warns_of_an_app_id_shorter_than_duixs(tmp_path: Path) -> None:
+    path = config(tmp_path, desk="1377185422953811968", short="12")
+    done = subprocess.run(
+        [*DUIXWATCH, "check", "-c", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert "warning: apps[1].app_id: '12' has 2 digits; DUIX app ids have 19" in done.stderr
