@@ -62,6 +62,11 @@ class DuixwatchError(Exception):
     """Base of every error duixwatch raises on purpose."""
 
 
+class StorageError(DuixwatchError):
+    """duixwatch's own files cannot be written or read (disk full, read-only, I/O error):
+    whatever needs them stops and says so; polling goes on."""
+
+
 class ConfigError(DuixwatchError):
     """Invalid configuration; ``location`` is ``file:line key.path`` when known."""
 

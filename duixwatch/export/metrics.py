@@ -239,7 +239,7 @@ class Metrics:
         self._policy_aborts = Counter(
             "duixwatch_policy_aborts_total",
             "Policy cycles that acted on nothing, by reason: max_actions, max_percent, "
-            "stale_data (cycles).",
+            "stale_data, no_session_list, state_unavailable (cycles).",
             _POLICY_ABORT_LABELS,
             registry=library,
         )

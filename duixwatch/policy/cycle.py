@@ -12,26 +12,33 @@ The clocks are read from and written to a :class:`ForClocks` (the daemon's state
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
-from duixwatch.core import models
+import structlog
+
+from duixwatch.core import errors, models
 from duixwatch.core.clock import Clock
 from duixwatch.policy import audit
 from duixwatch.policy.evaluate import evaluate
 from duixwatch.policy.executor import Executor, PolicyApp
-from duixwatch.policy.plan import ActionRecord, Plan
+from duixwatch.policy.plan import Abort, ActionRecord, Plan, PolicyPlan
 from duixwatch.policy.schema import PolicyConfig
 
 __all__ = ["ForClocks", "PolicyCycle"]
+
+
+log = structlog.get_logger("duixwatch.policy.cycle")
 
 
 class ForClocks(Protocol):
     """Per APP and policy, when a ``max_sessions`` condition started to hold."""
 
     def over_since(self, app_id: str, policy: str) -> datetime | None: ...
-    def set_over_since(self, app_id: str, policy: str, since: datetime | None) -> None: ...
+    def set_over_since(self, app_id: str, policy: str, since: datetime | None) -> None:
+        """Raises :class:`~duixwatch.core.errors.StorageError` when it cannot be written."""
 
 
 class PolicyCycle:
@@ -42,6 +49,8 @@ class PolicyCycle:
 
     def __init__(self, *, clocks: ForClocks, clock: Clock, executor: Executor | None = None):
         self._clocks = clocks
+        #: (app, policy) whose clock could not be written last time (logged once)
+        self._unwritable: set[tuple[str, str]] = set()
         self._clock = clock
         self._executor = executor
         self.last_plans: dict[str, Plan] = {}
@@ -72,9 +81,7 @@ class PolicyCycle:
         if not plan.policies:
             self.last_plans.pop(app.name, None)
             return None
-        for pplan in plan.policies:
-            if pplan.over_since != clocks.get(pplan.policy):
-                self._clocks.set_over_since(app.app_id, pplan.policy, pplan.over_since)
+        plan = self._persist_clocks(app, plan, clocks)
         self.last_plans[app.name] = plan
         if self._executor is None:
             return plan, []
@@ -82,6 +89,39 @@ class PolicyCycle:
             plan, app, {p.name: p for p in policies}, cycle=audit.new_cycle_id(plan.at)
         )
         return plan, done
+
+    def _persist_clocks(
+        self, app: PolicyApp, plan: Plan, clocks: Mapping[str, datetime | None]
+    ) -> Plan:
+        """Write the for_seconds clocks that moved. A policy whose clock cannot be written
+        (disk full, read-only state) does nothing this cycle — aborted as
+        ``state_unavailable``, logged once — since a restart would lose its wait; it resumes
+        by itself once the write succeeds again."""
+        kept: list[PolicyPlan] = []
+        for pplan in plan.policies:
+            key = (app.name, pplan.policy)
+            if pplan.over_since != clocks.get(pplan.policy):
+                try:
+                    self._clocks.set_over_since(app.app_id, pplan.policy, pplan.over_since)
+                except errors.StorageError as exc:
+                    if key not in self._unwritable:
+                        self._unwritable.add(key)
+                        log.error(  # noqa: TRY400 - the message says it; no traceback
+                            "policy_state_unavailable",
+                            app=app.name,
+                            policy=pplan.policy,
+                            error=str(exc),
+                        )
+                    detail = f"cannot record the for_seconds clock: {exc}"
+                    pplan = replace(
+                        pplan, matched=(), actions=(), abort=Abort("state_unavailable", detail)
+                    )
+                else:
+                    if key in self._unwritable:
+                        self._unwritable.discard(key)
+                        log.info("policy_state_recovered", app=app.name, policy=pplan.policy)
+            kept.append(pplan)
+        return replace(plan, policies=tuple(kept))
 
     def forget_apps(self, keep: set[str]) -> None:
         """Drop the plans of APPs no longer configured (names not in ``keep``)."""

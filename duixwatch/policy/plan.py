@@ -27,7 +27,9 @@ __all__ = [
     "fmt_seconds",
 ]
 
-AbortReason = Literal["max_actions", "max_percent", "stale_data", "no_session_list"]
+AbortReason = Literal[
+    "max_actions", "max_percent", "stale_data", "no_session_list", "state_unavailable"
+]
 #: What a policy does (its ``action:``), and the calls that make it up.
 PolicyAction = Literal["stop_sessions", "close_all"]
 ActionKind = Literal["stop_session", "close_all"]

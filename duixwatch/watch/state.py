@@ -118,7 +118,7 @@ SCHEMA_VERSION: Final = len(_MIGRATIONS)
 _T = TypeVar("_T")
 
 
-class StateError(errors.DuixwatchError):
+class StateError(errors.StorageError):
     """Reading or writing the state database failed after it was opened."""
 
 

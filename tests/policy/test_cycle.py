@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 from duixwatch import config as settings
-from duixwatch.core import models
+from duixwatch.core import errors, models
 from duixwatch.policy import audit
 from duixwatch.policy.cycle import PolicyCycle
 from duixwatch.policy.executor import Executor
@@ -179,3 +180,56 @@ async def test_without_an_executor_run_decides_and_persists_but_never_acts(
     assert len(plan.policies[0].actions) == 2
     assert done == []
     assert platform.stopped == []
+
+
+class FullDisk:
+    """ForClocks whose writes fail while ``full`` (a disk full, a read-only state.dir)."""
+
+    def __init__(self) -> None:
+        self.full = True
+        self.since: dict[tuple[str, str], Any] = {}
+
+    def over_since(self, app_id: str, policy: str) -> Any:
+        return self.since.get((app_id, policy))
+
+    def set_over_since(self, app_id: str, policy: str, since: Any) -> None:
+        if self.full:
+            raise errors.StorageError("database or disk is full")
+        self.since[(app_id, policy)] = since
+
+
+async def test_a_clock_that_cannot_be_written_aborts_the_policy_until_it_can(
+    tmp_path: Path, clock: FakeClock, platform: Platform
+) -> None:
+    disk = FullDisk()
+    counts = Counts()
+    with (
+        audit.AuditLog(tmp_path / "audit.jsonl", clock=clock) as log,
+        capture_logs() as logs,
+    ):
+        executor = Executor(platform, clock=clock, audit_log=log, metric_set=counts)
+        cycle = PolicyCycle(clocks=disk, clock=clock, executor=executor)
+        policies = [quota(match={"max_sessions": 2, "for_seconds": 0})]
+        for _ in range(3):
+            result = await cycle.run(
+                APP, snapshot(clock, 4), policies=policies, enforcement_enabled=True
+            )
+            assert result is not None
+            (pplan,) = result[0].policies
+            assert pplan.abort is not None
+            assert pplan.abort.reason == "state_unavailable"
+        assert platform.stopped == []  # nothing done that a restart would forget
+        assert ("aborted", APP.name, "quota", "state_unavailable") in counts.calls
+        assert [e["event"] for e in logs].count("policy_state_unavailable") == 1  # once
+        records = audit.read_audit(tmp_path / "audit.jsonl").records
+        aborts = [r for r in records if r["event"] == "abort"]
+        assert aborts
+        assert "state_unavailable" in aborts[0]["reason"]
+        disk.full = False
+        result = await cycle.run(
+            APP, snapshot(clock, 4), policies=policies, enforcement_enabled=True
+        )
+        assert result is not None
+        assert result[0].policies[0].abort is None
+        assert len(platform.stopped) == 2  # it resumes by itself
+        assert "policy_state_recovered" in [e["event"] for e in logs]
