@@ -146,6 +146,17 @@ class Daemon:
             # state.dir is the operator's to fix (like an unreadable state database): exit 2.
             self._state.close()
             raise errors.ConfigError(f"state.dir: {exc}") from exc
+        #: app id -> the intents a crash left without an outcome (settled at its next poll)
+        self._open_intents: dict[str, list[dict[str, Any]]] = {}
+        try:
+            found = audit.open_intents(audit.read_audit(self._audit.path).records)
+        except audit.AuditError as exc:
+            log.error("audit_read_failed", error=str(exc))  # noqa: TRY400 - says it all
+            found = []
+        for intent in found:
+            self._open_intents.setdefault(str(intent.get("app_id")), []).append(intent)
+        if found:
+            log.warning("audit_open_intents", count=len(found))
         self._client = self._new_client(config)
         self._executor = Executor(
             self._client,
@@ -244,6 +255,8 @@ class Daemon:
         conversation ids of its sessions, for ``conversations: auto``)."""
         self._documents.observe(app, snapshot)
         self._lifecycles.observe(snapshot)
+        if app.app_id in self._open_intents and snapshot.error is None:
+            await self._settle_open_intents(app, snapshot)
         config = self._config
         ran = await self._cycle.run(
             app,
@@ -421,6 +434,52 @@ class Daemon:
             removed=sorted({a.name for a in old.apps} - {a.name for a in new.apps}),
         )
         return True
+
+    async def _settle_open_intents(self, app: AppConfig, snapshot: models.AppSnapshot) -> None:
+        """Record ``outcome: unknown`` for the calls a crash cut off, saying whether the
+        session was still live at this first poll after the restart."""
+        live = (
+            {s.session_id for s in snapshot.sessions.sessions}
+            if snapshot.sessions is not None
+            else None
+        )
+        for intent in self._open_intents.pop(app.app_id, []):
+            sid = intent.get("session_id")
+            if live is None:
+                seen = "the session list is not polled, so whether it closed is not known"
+            elif intent.get("action") == "close_all":
+                seen = f"{len(live)} session(s) live at the first poll after the restart"
+            else:
+                seen = (
+                    "the session was gone at the first poll after the restart"
+                    if sid not in live
+                    else "the session was still live at the first poll after the restart"
+                )
+            try:
+                await anyio.to_thread.run_sync(
+                    partial(
+                        self._audit.write,
+                        cycle=str(intent.get("cycle")),
+                        event="outcome",
+                        policy=str(intent.get("policy")),
+                        app=app.name,
+                        app_id=app.app_id,
+                        action=intent.get("action"),
+                        session_id=sid,
+                        reason=f"duixwatch stopped before this call's outcome was written; {seen}",
+                        outcome="unknown",
+                    )
+                )
+            except audit.AuditError as exc:
+                log.error("audit_write_failed", error=str(exc))  # noqa: TRY400 - says it all
+            else:
+                log.warning(
+                    "audit_intent_settled",
+                    app=app.name,
+                    session_id=sid,
+                    outcome="unknown",
+                    detail=seen,
+                )
 
     async def _prune_history(self) -> None:
         """Delete history older than ``state.history_days``, hourly, in a worker thread (a

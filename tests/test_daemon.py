@@ -21,6 +21,7 @@ from duixwatch.config import sharding
 from duixwatch.core.clock import SystemClock
 from duixwatch.daemon import Daemon
 from duixwatch.export.exposition import Registry
+from duixwatch.policy import audit
 from duixwatch.sim import Simulator, create_app
 from duixwatch.watch.state import read_history
 from tests.loopback import loopback_sim
@@ -497,3 +498,41 @@ async def test_a_reload_of_a_file_yaml_cannot_read_keeps_the_old_config(
         assert value(text, "duixwatch_config_last_reload_successful") == 0
         assert value(text, "duix_up", app=sim.apps[0].name) == 1
         assert (await http.get("/status?format=json")).json()["last_reload"]["ok"] is False
+
+
+async def test_intents_a_crash_left_open_get_an_unknown_outcome_after_the_restart(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """As after a SIGKILL between an intent and its outcome: the restarted daemon records
+    ``outcome: unknown`` for each, saying whether the session was still live."""
+    first = sim.apps[0]
+    live = sim.add_session(first.app_id, age_seconds=3000)
+    path = write_config(tmp_path / "c.yaml", sim, apps=1)
+    state = tmp_path / "state"
+    state.mkdir()
+    with audit.AuditLog(state / audit.AUDIT_FILENAME, clock=SystemClock()) as log:
+        for sid in (live.session_id, "1999999999999999999"):
+            log.write(
+                cycle="20261202T000000Z-abcdef",
+                event="intent",
+                policy="max-age",
+                app=first.name,
+                app_id=first.app_id,
+                action="stop_session",
+                session_id=sid,
+                reason="age 3000s > 2700s",
+            )
+    async with running(sim, path) as (_, http):
+        await wait_for(http, "/readyz")
+        with anyio.fail_after(WAIT_SECONDS):
+            while True:
+                records = audit.read_audit(state / audit.AUDIT_FILENAME).records
+                outcomes = [r for r in records if r["event"] == "outcome"]
+                if len(outcomes) == 2:
+                    break
+                await anyio.sleep(0.05)
+    by_id = {r["session_id"]: r for r in outcomes}
+    assert {r["outcome"] for r in outcomes} == {"unknown"}
+    assert "still live" in by_id[live.session_id]["reason"]
+    assert "was gone" in by_id["1999999999999999999"]["reason"]
+    assert audit.open_intents(records) == []

@@ -64,6 +64,7 @@ __all__ = [
     "Event",
     "format_ts",
     "new_cycle_id",
+    "open_intents",
     "read_audit",
 ]
 
@@ -327,3 +328,23 @@ def read_audit(path: Path) -> AuditReadResult:
     return AuditReadResult(
         records=records, torn_tail=torn_tail, torn_lines=torn_lines, bad_lines=bad_lines
     )
+
+
+def open_intents(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The intents without an outcome, oldest first: calls a crash (SIGKILL, power loss) cut
+    between their intent line and their outcome line. Whether each happened is unknown; the
+    daemon records an ``unknown`` outcome for each after restarting."""
+    open_: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for record in records:
+        key = (
+            record.get("cycle"),
+            record.get("policy"),
+            record.get("app_id"),
+            record.get("action"),
+            record.get("session_id"),
+        )
+        if record.get("event") == "intent":
+            open_[key] = record
+        elif record.get("event") == "outcome":
+            open_.pop(key, None)
+    return list(open_.values())

@@ -462,3 +462,25 @@ def test_a_writer_killed_mid_stream_leaves_every_complete_record_readable(
     assert not again.torn_tail
     assert again.bad_lines == []
     assert again.records[-1] == after
+
+
+def test_open_intents_are_the_intents_without_their_outcome() -> None:
+    def rec(event: str, sid: str, cycle: str = "c1") -> dict[str, object]:
+        return {
+            "cycle": cycle,
+            "event": event,
+            "policy": "p",
+            "app_id": "1",
+            "action": "stop_session",
+            "session_id": sid,
+        }
+
+    records = [
+        rec("intent", "a"),
+        rec("outcome", "a"),
+        rec("intent", "b"),
+        rec("intent", "c", cycle="c2"),
+        rec("outcome", "c", cycle="c1"),  # another cycle's
+        rec("dry_run", "d"),
+    ]
+    assert [r["session_id"] for r in audit.open_intents(records)] == ["b", "c"]
