@@ -100,9 +100,12 @@ def test_metrics_equal_the_simulators_truth(stack: dict[str, Any]) -> None:
 
     def settled() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
         values = metric_values(httpx.get(f"{stack['base']}/metrics", timeout=5).text)
+        # Both numbers of one poll: its two calls are one after the other, so a poll can see
+        # the new sessions in the list but not yet in getconcurrentNumber.
         ok = all(
             get(values, "duix_app_sessions", app=a["name"])
             == len(state[str(a["app_id"])]["sessions"])
+            == get(values, "duix_app_concurrency_user", app=a["name"])
             for a in apps
         )
         return values if ok else None
