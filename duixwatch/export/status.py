@@ -302,9 +302,7 @@ def _visible(text: str) -> str:
     platform-supplied id may carry: U+202E turns the rest of a line around) shown as
     ``\\u202e`` instead of acting on the page."""
     return html.escape(
-        "".join(
-            f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf") else c for c in text
-        )
+        "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf") else c for c in text)
     )
 
 
