@@ -179,13 +179,35 @@ def test_a_dead_platform_means_up_0_and_no_values_then_recovery(stack: dict[str,
     eventually(all_up, timeout=backoff * 1.1 + INTERVAL + 3, what="recovery")
 
 
-def test_sighup_with_a_broken_file_keeps_polling_with_the_old_config(stack: dict[str, Any]) -> None:
-    stack["config_path"].write_text("apps: [this is: not yaml\n")
+@pytest.mark.parametrize(
+    "tail",
+    [
+        None,  # the whole file replaced by broken YAML
+        "# \x07\n",  # a BEL, as a terminal paste leaves
+        "# \x1b[0m\n",  # an ESC sequence
+        "x: 1\x00\n",  # a NUL
+        "x: " + "[" * 5000 + "\n",  # nesting deeper than the parser's recursion
+    ],
+)
+def test_sighup_with_a_broken_file_keeps_polling_with_the_old_config(
+    stack: dict[str, Any], tail: str | None
+) -> None:
+    good = stack.setdefault("good_config", stack["config_path"].read_text())
+    if tail is None:
+        stack["config_path"].write_text("apps: [this is: not yaml\n")
+    else:
+        stack["config_path"].write_text(good + tail)
+    before_reload = httpx.get(f"{stack['base']}/status", timeout=5).json()["last_reload"]
     stack["daemon"].send_signal(signal.SIGHUP)
 
     def reload_failed() -> bool:
         values = metric_values(httpx.get(f"{stack['base']}/metrics", timeout=5).text)
-        return get(values, "duixwatch_config_last_reload_successful") == 0
+        last = httpx.get(f"{stack['base']}/status", timeout=5).json()["last_reload"]
+        return (
+            get(values, "duixwatch_config_last_reload_successful") == 0
+            and last["at"] != before_reload["at"]
+            and last["ok"] is False
+        )
 
     eventually(reload_failed, timeout=10, what="the failed reload to show")
     before = httpx.get(f"{stack['base']}/status", timeout=5).json()["apps"]
