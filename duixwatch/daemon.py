@@ -308,6 +308,8 @@ class Daemon:
                 if self._handle_signals:
                     await tg.start(self._signals)
                 await tg.start(self._notifier.run)
+                # The writer first: the first polls queue first-seen times at once.
+                tg.start_soon(partial(self._state.write_behind, clock=self._clock))
                 await tg.start(self._fleet.run)
                 await self._fleet.apply(config.apps, self._client, config.daemon)
                 await tg.start(self._prober.run)
@@ -315,7 +317,6 @@ class Daemon:
                 await tg.start(self._documents.run)
                 self._documents.apply(config.apps, self._client)
                 tg.start_soon(self._scaling_loop)
-                tg.start_soon(partial(self._state.write_behind, clock=self._clock))
                 tg.start_soon(self._prune_history)
                 self.port = await tg.start(serve.serve, app, config.server.host, config.server.port)
                 if self._watch_interval() > 0:

@@ -365,6 +365,8 @@ class StateStore:
             wake.set()
 
         self.on_pending = queued
+        if self.pending_writes:
+            wake.set()  # queued before this writer started: write them too
         while True:
             await wake.wait()
             wake = anyio.Event()

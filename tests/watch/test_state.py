@@ -7,15 +7,17 @@ import stat
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 
+import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from duixwatch.core import errors
 from duixwatch.watch import state
-from tests.fakes import START
+from tests.fakes import START, FakeClock
 
 APP = "1377185422953811968"
 OTHER = "1377185422953811969"
@@ -298,3 +300,15 @@ def test_first_seen_matches_a_model_of_live_sessions(
             expected = {sid: model[app_id].get(sid, now) for sid in ids}
             model[app_id] = expected
             assert store.first_seen(app_id, ids, now) == expected
+
+
+async def test_changes_queued_before_the_writer_starts_are_written_too(clock: FakeClock) -> None:
+    store = state.StateStore.in_memory()
+    store.first_seen("app", ["s1"], clock.now())  # before write_behind runs: no one to wake
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(store.write_behind, clock=clock))
+            while store.pending_writes:
+                await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+    store.close()
