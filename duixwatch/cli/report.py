@@ -18,7 +18,7 @@ from typing import TextIO
 from duixwatch.cli import output, runtime
 from duixwatch.config import AppConfig, load_config
 from duixwatch.core.clock import SystemClock
-from duixwatch.export import report
+from duixwatch.export import report, report_page
 from duixwatch.watch import state
 
 __all__ = ["add_commands"]
@@ -74,7 +74,7 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     result = report.Report(since=since, until=until, apps=tuple(reports))
     if args.html is not None:
         try:
-            Path(args.html).write_text(report.render_html(result), encoding="utf-8")
+            Path(args.html).write_text(report_page.render_html(result), encoding="utf-8")
         except OSError as exc:
             raise runtime.UsageError(f"--html: cannot write {args.html}: {exc}") from None
     if args.output == "json":

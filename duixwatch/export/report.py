@@ -32,7 +32,6 @@ Definitions, stated once:
 
 from __future__ import annotations
 
-import html
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
@@ -65,7 +64,6 @@ __all__ = [
     "parse_thresholds",
     "policy_thresholds",
     "render_histogram",
-    "render_html",
     "render_text",
     "report_json",
     "summarize",
@@ -295,12 +293,12 @@ def summarize(
     )
 
 
-def _human(seconds: float) -> str:
+def human(seconds: float) -> str:
     """A duration for reading: to the second under an hour, else to the minute."""
     return format_duration(seconds if seconds < 3600 else round(seconds / 60) * 60)
 
 
-def _percent(part: float, whole: float) -> float:
+def percent(part: float, whole: float) -> float:
     return 100.0 * part / whole if whole else 0.0
 
 
@@ -344,10 +342,10 @@ def _app_json(a: AppReport) -> dict[str, Any]:
                 "threshold_seconds": b.threshold.seconds,
                 "policy": b.threshold.policy,
                 "sessions": b.sessions,
-                "sessions_percent": round(_percent(b.sessions, a.sessions), 2),
+                "sessions_percent": round(percent(b.sessions, a.sessions), 2),
                 "session_minutes_saved": round(b.session_minutes_saved, 2),
                 "session_minutes_percent": round(
-                    _percent(b.session_minutes_saved, a.session_minutes), 2
+                    percent(b.session_minutes_saved, a.session_minutes), 2
                 ),
             }
             for b in a.backtest
@@ -358,7 +356,7 @@ def _app_json(a: AppReport) -> dict[str, Any]:
 # ----------------------------------------------------------------------- text
 
 
-def _bucket_labels() -> list[str]:
+def bucket_labels() -> list[str]:
     bounds = [format_duration(b) for b in DURATION_BUCKETS]
     return [
         f"≤{bounds[0]}",
@@ -388,7 +386,7 @@ def marker_row(threshold: Threshold) -> int:
 def render_histogram(a: AppReport) -> list[str]:
     """The duration histogram as lines of at most :data:`COLUMNS`: one row per bucket, a bar of
     block characters, and each threshold marked ``◀`` on the first row it would close."""
-    labels = _bucket_labels()
+    labels = bucket_labels()
     width = max(len(label) for label in labels)
     most = max(a.buckets) or 1
     marks: dict[int, list[str]] = {}
@@ -418,7 +416,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int
     return [line(headers), *(line(r) for r in rows)]
 
 
-def _window(report: Report) -> str:
+def window(report: Report) -> str:
     fmt = "%Y-%m-%d %H:%M"
     span = format_duration((report.until - report.since).total_seconds())
     since, until = report.since.astimezone(UTC), report.until.astimezone(UTC)
@@ -427,7 +425,7 @@ def _window(report: Report) -> str:
 
 def render_text(report: Report) -> str:
     """The terminal report: per APP its numbers, the histogram and the backtest."""
-    out = [f"Sessions that ended {_window(report)}; percentiles are {PERCENTILE_METHOD}."]
+    out = [f"Sessions that ended {window(report)}; percentiles are {PERCENTILE_METHOD}."]
     for a in report.apps:
         out.append("")
         out.append(a.app if a.app_id is None else f"{a.app} ({a.app_id})")
@@ -448,7 +446,7 @@ def render_text(report: Report) -> str:
             out.append(
                 "  duration  "
                 + "  ".join(
-                    f"{name} {_human(v)}"
+                    f"{name} {human(v)}"
                     for name, v in (("p50", d.p50), ("p90", d.p90), ("p99", d.p99), ("max", d.max))
                 )
             )
@@ -467,149 +465,12 @@ def render_text(report: Report) -> str:
                     f"> {format_duration(b.threshold.seconds)}",
                     b.threshold.policy or "--threshold",
                     f"{b.sessions:,}",
-                    f"{_percent(b.sessions, a.sessions):.1f} %",
+                    f"{percent(b.sessions, a.sessions):.1f} %",
                     f"{b.session_minutes_saved:,.1f}",
-                    f"{_percent(b.session_minutes_saved, a.session_minutes):.1f} %",
+                    f"{percent(b.session_minutes_saved, a.session_minutes):.1f} %",
                 )
                 for b in a.backtest
             ]
             headers = ("BACKTEST", "FROM", "WOULD CLOSE", "SHARE", "SAVES MIN", "SHARE")
             out.extend(_table(headers, rows, right={2, 3, 4, 5}))
     return "\n".join(out) + "\n"
-
-
-# ----------------------------------------------------------------------- HTML
-
-_CSS: Final = """
-body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222;padding:0 1em}
-h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
-small,.meta{color:#666}table{border-collapse:collapse;margin:.8em 0}
-td,th{padding:.2em .8em;text-align:left;border-bottom:1px solid #eee}
-td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}svg{max-width:100%;height:auto}
-"""
-_PALETTE: Final = ("#c0392b", "#d35400", "#8e44ad", "#16a085", "#2c3e50", "#b8860b")
-#: Text drawn over lines and bars stays legible on a white halo.
-_HALO: Final = 'stroke="#fff" stroke-width="3" paint-order="stroke"'
-
-
-def _svg(a: AppReport) -> str:
-    """The histogram as an inline SVG bar chart (its styles inline too, so the chart stands on
-    its own): bars between the bucket bounds, the thresholds drawn as dashed lines where they
-    cut the duration axis."""
-    esc = html.escape
-    labels = _bucket_labels()
-    slots = len(labels)
-    slot, left, plot_h = 56, 30, 200
-    top = 24 + 15 * len(a.backtest)
-    width, height = left + slot * slots + 30, top + plot_h + 44
-    most = max(a.buckets) or 1
-    base = top + plot_h
-    font = 'font-family="system-ui,sans-serif" font-size="11"'
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}"'
-        f' width="{width}" height="{height}" role="img" {font}'
-        f' aria-label="{esc(a.app)}: sessions per duration">',
-        f'<line x1="{left}" y1="{base}" x2="{left + slot * slots}" y2="{base}" stroke="#888"/>',
-    ]
-    edges = ["0", *(format_duration(b) for b in DURATION_BUCKETS)]
-    for i, edge in enumerate(edges):
-        x = left + i * slot
-        parts.append(
-            f'<line x1="{x}" y1="{base}" x2="{x}" y2="{base + 4}" stroke="#888"/>'
-            f'<text x="{x}" y="{base + 16}" text-anchor="middle" fill="#444">{esc(edge)}</text>'
-        )
-    for i, (label, count) in enumerate(zip(labels, a.buckets, strict=True)):
-        h = round(count / most * plot_h, 1)
-        x = left + i * slot
-        parts.append(
-            f'<rect x="{x + 3}" y="{base - h}" width="{slot - 6}" height="{h}" fill="#4a78b5">'
-            f"<title>{esc(label)}: {count:,} sessions</title></rect>"
-        )
-        if count:
-            parts.append(
-                f'<text x="{x + slot / 2}" y="{base - h - 4}" text-anchor="middle"'
-                f' fill="#222" {_HALO}>{count:,}</text>'
-            )
-    bounds = (0.0, *DURATION_BUCKETS, DURATION_BUCKETS[-1] * 2)
-    for j, b in enumerate(a.backtest):
-        seconds = min(b.threshold.seconds, bounds[-1])
-        i = max(0, bisect_left(bounds, seconds) - 1)
-        line_x = left + slot * (i + (seconds - bounds[i]) / (bounds[i + 1] - bounds[i]))
-        colour = _PALETTE[j % len(_PALETTE)]
-        y = 16 + 15 * j
-        text = f"{b.threshold.label}: {b.sessions:,} sessions, {b.session_minutes_saved:,.1f} min"
-        anchor, dx = ("end", -4) if line_x > width / 2 else ("start", 4)
-        parts.append(
-            f'<line x1="{line_x:.1f}" y1="{y - 4}" x2="{line_x:.1f}" y2="{base}" stroke="{colour}"'
-            f' stroke-width="2" stroke-dasharray="5 3"/><text x="{line_x + dx:.1f}" y="{y}"'
-            f' fill="{colour}" text-anchor="{anchor}" {_HALO}>{esc(text)}</text>'
-        )
-    parts.append(
-        f'<text x="{left + slot * slots / 2}" y="{height - 6}" text-anchor="middle"'
-        ' fill="#444">session duration (sessions per bucket)</text></svg>'
-    )
-    return "".join(parts)
-
-
-def _html_app(a: AppReport) -> str:
-    esc = html.escape
-    head = esc(a.app) + ("" if a.app_id is None else f" <small>{esc(a.app_id)}</small>")
-    if not a.sessions:
-        return f"<section><h2>{head}</h2><p>No sessions ended in this window.</p></section>"
-    d = a.durations
-    facts = [
-        ("sessions", f"{a.sessions:,} ({a.closed_by_policy:,} closed by a policy)"),
-        ("session-minutes", f"{a.session_minutes:,.1f}"),
-    ]
-    if d is not None:
-        facts.append(
-            (
-                "duration",
-                f"p50 {_human(d.p50)} · p90 {_human(d.p90)} · "
-                f"p99 {_human(d.p99)} · max {_human(d.max)}",
-            )
-        )
-    if a.busiest is not None:
-        h = a.busiest.hour
-        facts.append(
-            (
-                "busiest hour",
-                f"{h:02d}:00-{(h + 1) % 24:02d}:00 UTC · "
-                f"{a.busiest.session_minutes:,.1f} session-minutes",
-            )
-        )
-    summary = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
-    rows = "".join(
-        f"<tr><td>&gt; {esc(format_duration(b.threshold.seconds))}</td>"
-        f"<td>{esc(b.threshold.policy or '--threshold')}</td>"
-        f'<td class="n">{b.sessions:,}</td>'
-        f'<td class="n">{_percent(b.sessions, a.sessions):.1f} %</td>'
-        f'<td class="n">{b.session_minutes_saved:,.1f}</td>'
-        f'<td class="n">{_percent(b.session_minutes_saved, a.session_minutes):.1f} %</td></tr>'
-        for b in a.backtest
-    )
-    table = (
-        '<table><tr><th>backtest</th><th>from</th><th class="n">would close</th>'
-        '<th class="n">share</th><th class="n">saves (session-min)</th><th class="n">share</th>'
-        f"</tr>{rows}</table>"
-        if a.backtest
-        else ""
-    )
-    return f"<section><h2>{head}</h2><table>{summary}</table>{_svg(a)}{table}</section>"
-
-
-def render_html(report: Report) -> str:
-    """One self-contained page (inline CSS and SVG, no external resource: its CSP forbids
-    them), every name from the config or the history escaped."""
-    body = "".join(_html_app(a) for a in report.apps)
-    return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta http-equiv="Content-Security-Policy"'
-        " content=\"default-src 'none'; style-src 'unsafe-inline'\">"
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>duixwatch report: what sessions cost</title><style>{_CSS}</style></head>"
-        f'<body><h1>What sessions cost</h1><p class="meta">Sessions that ended'
-        f" {html.escape(_window(report))}. Percentiles are {PERCENTILE_METHOD}; a threshold"
-        " would have closed the sessions longer than it, saving their minutes beyond it.</p>"
-        f"{body}</body></html>\n"
-    )

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from duixwatch.export import report
+from duixwatch.export import report, report_page
 from duixwatch.export.report import Threshold
 from duixwatch.policy.schema import PolicyConfig
 from duixwatch.watch.lifecycle import DURATION_BUCKETS
@@ -281,7 +281,7 @@ def test_the_json_document_has_the_numbers_and_the_backtest_rows() -> None:
 def test_the_html_page_is_one_file_with_an_svg_chart_and_escaped_names() -> None:
     rows = [row(m, app="<b>desk</b>") for m in (10, 20, 50)]
     evil = Threshold(1800, policy='"><script>alert(1)</script>')
-    page = report.render_html(
+    page = report_page.render_html(
         report.Report(
             since=T0 - timedelta(days=7),
             until=T0,
@@ -307,6 +307,6 @@ def test_the_html_page_is_one_file_with_an_svg_chart_and_escaped_names() -> None
 
 
 def test_the_html_page_of_an_app_without_sessions_has_no_chart() -> None:
-    page = report.render_html(one_app([]))
+    page = report_page.render_html(one_app([]))
     assert "<svg" not in page
     assert "No sessions ended" in page
