@@ -52,6 +52,8 @@ from duixwatch.export.autoscaling import ScalingReading, TargetScaler
 from duixwatch.export.exposition import Registry
 from duixwatch.export.metrics import Metrics
 from duixwatch.http import serve, server
+from duixwatch.http.guard import ConnectionGuard
+from duixwatch.http.security import SurfaceMetrics, WebSecurity
 from duixwatch.policy import audit, notify
 from duixwatch.policy.cycle import PolicyCycle
 from duixwatch.policy.executor import Executor
@@ -129,8 +131,9 @@ class Daemon:
         self._notifier = notify.Notifier(
             clock=clock, poster=WebhookPoster(clock=clock, transport=notify_transport)
         )
+        self._registry = registry if registry is not None else Registry()
         self._metrics = Metrics(
-            registry if registry is not None else Registry(),
+            self._registry,
             snapshots=self._store.all,
             clock=clock,
             version=__version__,
@@ -157,6 +160,20 @@ class Daemon:
             self._open_intents.setdefault(str(intent.get("app_id")), []).append(intent)
         if found:
             log.warning("audit_open_intents", count=len(found))
+        #: The web config (TLS, basic auth, headers); a bad one at start is a ConfigError.
+        self._web = WebSecurity(
+            config.server.web_config_file,
+            open_health_endpoints=config.server.open_health_endpoints,
+            metrics=SurfaceMetrics(self._registry),
+            now=clock.now,
+            monotonic=clock.monotonic,
+        )
+        self._guard = ConnectionGuard(
+            max_connections=config.server.max_connections,
+            read_timeout=config.server.read_timeout_seconds,
+            registry=self._registry,
+            allowed_peer=self._web.allowed_peer,
+        )
         self._client = self._new_client(config)
         self._executor = Executor(
             self._client,
@@ -301,7 +318,14 @@ class Daemon:
             config_file=str(self._path),
             config=mask(config),
         )
-        app = server.create_app(render=self._metrics.render_chunks, view=self, clock=self._clock)
+        app = self._web.wrap(
+            server.create_app(
+                render=self._metrics.render_chunks,
+                view=self,
+                clock=self._clock,
+                details=lambda: self._config.server.status_details,
+            )
+        )
         try:
             async with anyio.create_task_group() as tg:
                 self._cancel = tg.cancel_scope
@@ -318,10 +342,25 @@ class Daemon:
                 self._documents.apply(config.apps, self._client)
                 tg.start_soon(self._scaling_loop)
                 tg.start_soon(self._prune_history)
-                self.port = await tg.start(serve.serve, app, config.server.host, config.server.port)
+                self.port = await tg.start(
+                    partial(
+                        serve.serve,
+                        tls=self._web.listener_context(),
+                        guard=self._guard,
+                        idle_timeout=config.server.idle_timeout_seconds,
+                    ),
+                    app,
+                    config.server.host,
+                    config.server.port,
+                )
                 if self._watch_interval() > 0:
                     tg.start_soon(self._watch_config)
-                log.info("listening", address=f"{config.server.host}:{self.port}")
+                log.info(
+                    "listening",
+                    address=f"{config.server.host}:{self.port}",
+                    tls=self._web.listener_context() is not None,
+                    basic_auth=bool(self._web.config.basic_auth_users),
+                )
                 sd_notify(f"READY=1\nSTATUS=watching {len(config.apps)} app(s)", self._process_env)
                 task_status.started(self.port)
         finally:
@@ -399,12 +438,17 @@ class Daemon:
         self._full_config, self._shard = full, shard
         if new.duix != old.duix:
             self._client = self._new_client(new)
-        if new.server.listen != old.server.listen:
-            log.warning(
-                "config_reload_partial",
-                detail="server.listen changes take effect after a restart",
-                listen=old.server.listen,
-            )
+        for key in ("listen", "web_config_file", "idle_timeout_seconds"):
+            if getattr(new.server, key) != getattr(old.server, key):
+                log.warning(
+                    "config_reload_partial",
+                    detail=f"server.{key} changes take effect after a restart",
+                    **{key: str(getattr(old.server, key))},
+                )
+        self._web.open_health_endpoints = new.server.open_health_endpoints
+        self._guard.max_connections = new.server.max_connections
+        self._guard.read_timeout = new.server.read_timeout_seconds
+        self._web.refresh()
         if new.state.dir != old.state.dir:
             log.warning(
                 "config_reload_partial",

@@ -58,14 +58,15 @@ class CA:
             [self._openssl, *map(str, args)], check=True, capture_output=True, timeout=30
         )
 
-    def issue(self, name: str) -> Issued:
-        """A certificate for ``name`` (a DNS name), good for a server and a client."""
+    def issue(self, name: str, *, sans: tuple[str, ...] = ()) -> Issued:
+        """A certificate for ``name`` (a DNS name) and any more ``sans`` (``IP:127.0.0.1``,
+        ``URI:…``), good for a server and a client; issuing a name again renews it."""
         key = self.directory / f"{name}.key"
         csr = self.directory / f"{name}.csr"
         cert = self.directory / f"{name}.pem"
         ext = self.directory / f"{name}.ext"
         ext.write_text(
-            f"subjectAltName=DNS:{name}\n"
+            f"subjectAltName={','.join((f'DNS:{name}', *sans))}\n"
             "basicConstraints=critical,CA:FALSE\n"
             "keyUsage=critical,digitalSignature\n"
             "extendedKeyUsage=serverAuth,clientAuth\n"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 
 from duixwatch.cli import output, runtime
 from duixwatch.config import AppConfig, Config, ShardingSettings, load_config
+from duixwatch.config.web import load_web_config, web_config_warnings
 from duixwatch.core import models
 from duixwatch.core.clock import SystemClock
 from duixwatch.daemon import Daemon
@@ -25,8 +27,20 @@ from duixwatch.watch.poll import FirstSeen, MemoryFirstSeen, poll_once
 __all__ = ["add_commands"]
 
 
+#: ``--web.config.file`` reaches the loader as this override (so a reload keeps it).
+WEB_CONFIG_ENV = "DUIXWATCH_SERVER__WEB_CONFIG_FILE"
+
+
+def _environ(args: argparse.Namespace) -> dict[str, str]:
+    environ = dict(os.environ)
+    web = getattr(args, "web_config_file", None)
+    if web is not None:
+        environ[WEB_CONFIG_ENV] = os.path.abspath(web)
+    return environ
+
+
 def _load(args: argparse.Namespace) -> Config:
-    return load_config(args.config)
+    return load_config(args.config, environ=_environ(args))
 
 
 #: The length of every DUIX id seen (Java longs); a shorter one is legal but likely a typo.
@@ -49,6 +63,17 @@ def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
         f"{args.config}: OK - {len(config.apps)} app(s) ({names}), "
         f"{policies} polic{'y' if policies == 1 else 'ies'}; enforcement {enforcement}\n"
     )
+    if config.server.web_config_file is not None:
+        web = load_web_config(config.server.web_config_file)
+        for warning in web_config_warnings(web):
+            print(f"duixwatch check: warning: {web.source}: {warning}", file=sys.stderr)
+        tls = web.tls
+        users = len(web.basic_auth_users)
+        out.write(
+            f"{web.source}: OK - "
+            + (f"TLS ({tls.client_auth_type or 'NoClientCert'})" if tls.enabled else "no TLS")
+            + f", {users} basic auth user{'' if users == 1 else 's'}\n"
+        )
     return runtime.EXIT_OK
 
 
@@ -69,6 +94,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     daemon = Daemon(
         config,
         Path(args.config),
+        environ=_environ(args),
         clock=SystemClock(),
         watch_config_seconds=args.watch_config,
         sharding=sharding,
@@ -208,6 +234,13 @@ def add_commands(command: runtime.AddCommand) -> None:
         help="also reload when the file changes, checking every SECONDS (default 5)",
     )
     p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="exporter-toolkit web config: TLS, basic auth, headers (overrides "
+        "server.web_config_file)",
+    )
+    p.add_argument(
         "--shard-count",
         type=int,
         metavar="N",
@@ -236,4 +269,11 @@ def add_commands(command: runtime.AddCommand) -> None:
 
     p = command("check", "validate a config file and its policies (exit 2 on error)")
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (YAML)")
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="exporter-toolkit web config: TLS, basic auth, headers (overrides "
+        "server.web_config_file)",
+    )
     p.set_defaults(run=_cmd_check)

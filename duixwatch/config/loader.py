@@ -37,14 +37,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from duixwatch.config import checks, env
-from duixwatch.config.paths import suggest
+from duixwatch.config.paths import pydantic_message
 from duixwatch.config.schema import APP_NAME_RE, TOP_LEVEL_KEYS, Config, ScalingTarget, facts
-from duixwatch.config.yamllines import LineLoader, Problem, yaml_problem
-from duixwatch.core import errors
+from duixwatch.config.web import load_web_config
+from duixwatch.config.yamllines import ConfigFileError, Problem, YamlSyntaxError, parse_yaml
 from duixwatch.core.fields import (
     DEFER_CROSS_CHECKS,
     LABEL_NAME_RE,
@@ -64,20 +63,6 @@ _MAX_KEY_FILE_BYTES = 64 * 1024
 _MAX_HEADERS_FILE_BYTES = 64 * 1024
 #: Stands in for a key that failed to resolve, so validation can report the other problems.
 _UNRESOLVED_KEY = "<unresolved>"
-
-
-class ConfigFileError(errors.ConfigError):
-    """The config file (or its env overrides) is invalid.
-
-    ``errors`` holds one line per problem (``FILE:LINE: key.path: what is wrong``), sorted by
-    line; the message is all of them, one per line. ``path`` is the file as given.
-    """
-
-    def __init__(self, path: str, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.path = path
-        self.errors = problems
-        self.location = problems[0].split(": ", 1)[0] if problems else path
 
 
 def load_config(
@@ -158,6 +143,8 @@ class _Loader:
         self.problems: list[Problem] = []
         #: Paths that already have a problem: later problems below them are consequences.
         self.failed: set[KeyPath] = set()
+        #: The web config's own problems, already ``WEBFILE:LINE: …``.
+        self.web_problems: list[str] = []
 
     # -- problem bookkeeping ----------------------------------------------------------------
 
@@ -212,16 +199,18 @@ class _Loader:
             del data["source"]
         self.resolve_apps(data)
         self.resolve_probes(data)
+        self.resolve_web_config(data)
         data["source"] = self.file.absolute()
         config = self.validate(data)
         if config is not None:
             self.check_tls(config)
+            self.check_web_config(config)
         found = facts(config) if config is not None else facts_of_data(data)
         for path, message in checks.cross_check(found):
             self.problem(path, message)
-        if self.problems or config is None:
+        if self.problems or config is None or self.web_problems:
             rendered = sorted((self.render(p) for p in self.problems), key=lambda r: r[0])
-            raise self.fail([text for _, text in rendered])
+            raise self.fail([text for _, text in rendered] + self.web_problems)
         return config
 
     def read(self) -> dict[str, Any]:
@@ -234,27 +223,10 @@ class _Loader:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise self.fail([f"{self.shown}: the config file is not UTF-8 text"]) from None
-        syntax: tuple[int, str] | None = None
-        data: Any = None
-        loader: LineLoader | None = None
         try:
-            loader = LineLoader(text)  # checks every character first (ReaderError)
-            node = loader.get_single_node()
-            data = loader.build(node) if node is not None else None
-        except yaml.reader.ReaderError as exc:
-            syntax = (text.count("\n", 0, exc.position) + 1, yaml_problem(exc)[1])
-        except yaml.YAMLError as exc:
-            syntax = yaml_problem(exc)
-        except RecursionError:
-            syntax = (1, "YAML nested too deeply (hundreds of [ or {): not a config file")
-        finally:
-            if loader is not None:
-                loader.dispose()
-        if syntax is not None:
-            # Raised outside the except block: the YAML error quotes the source line, which
-            # may hold a key, and must not ride along as __context__.
-            raise self.fail([f"{self.shown}:{syntax[0]}: {syntax[1]}"])
-        assert loader is not None  # noqa: S101 - set whenever there was no syntax error
+            data, loader = parse_yaml(text)
+        except YamlSyntaxError as exc:
+            raise self.fail([f"{self.shown}:{exc.line}: {exc.message}"]) from None
         self.lines = loader.lines
         self.odd_ints = loader.odd_ints
         for found in loader.problems:
@@ -476,6 +448,30 @@ class _Loader:
             headers[name] = value.strip()
         return headers
 
+    def resolve_web_config(self, data: dict[str, Any]) -> None:
+        """A relative ``server.web_config_file`` is relative to this file's directory (from an
+        environment variable or ``--web.config.file``: to the current directory)."""
+        server = data.get("server")
+        if not isinstance(server, dict):
+            return
+        value = server.get("web_config_file")
+        if not isinstance(value, str) or not value:
+            return
+        if self.env_source(("server", "web_config_file")) is not None:
+            server["web_config_file"] = Path(value).absolute()
+        else:
+            server["web_config_file"] = self.file.absolute().parent / value
+
+    def check_web_config(self, config: Config) -> None:
+        """The web config loads, certificates included (its problems name its own lines)."""
+        path = config.server.web_config_file
+        if path is None:
+            return
+        try:
+            load_web_config(path)
+        except ConfigFileError as exc:
+            self.web_problems.extend(exc.errors)
+
     def check_tls(self, config: Config) -> None:
         """Each probe's TLS files load (a bad certificate is a config error, not a probe
         failure at 3 a.m.)."""
@@ -498,37 +494,8 @@ class _Loader:
         # included) must not become the __context__ of the ConfigFileError raised later.
         for detail in details:
             path: KeyPath = kinds.key_path([part for part in detail["loc"] if part != "[key]"])
-            self.problem(path, _message(detail["type"], detail["msg"], path))
+            self.problem(path, pydantic_message(detail["type"], detail["msg"], path))
         return None
-
-
-_PLAIN_MESSAGES = {
-    "dict_type": "must be a mapping",
-    "model_type": "must be a mapping",
-    "model_attributes_type": "must be a mapping",
-    "tuple_type": "must be a list",
-    "list_type": "must be a list",
-    "string_type": "must be a string (quote it)",
-    "bool_type": "must be true or false",
-    "bool_parsing": "must be true or false",
-    "float_type": "must be a number",
-    "float_parsing": "must be a number",
-    "int_type": "must be a whole number",
-    "int_parsing": "must be a whole number",
-    "int_from_float": "must be a whole number",
-}
-
-
-def _message(kind: str, text: str, path: KeyPath) -> str:
-    """Pydantic's message in the words of a config file."""
-    if kind == "extra_forbidden":
-        return "unknown key" + (suggest(path[:-1], str(path[-1])) if path else "")
-    if kind == "missing":
-        return "required key is missing"
-    plain = _PLAIN_MESSAGES.get(kind)
-    if plain is not None:
-        return plain
-    return text.removeprefix("Value error, ")
 
 
 def facts_of_data(data: Mapping[str, Any]) -> checks.Facts:

@@ -271,6 +271,21 @@ class ServerSettings(Section):
 
     #: ``HOST:PORT``; IPv6 as ``[::]:9814``; port 0 picks a free port.
     listen: str = DEFAULT_LISTEN
+    #: exporter-toolkit's web config (TLS, basic auth, headers); relative to this file's
+    #: directory. ``duixwatch run --web.config.file`` overrides it.
+    web_config_file: Path | None = None
+    #: ``/healthz`` and ``/readyz`` answer without basic auth (kubelet probes); TLS still applies.
+    open_health_endpoints: bool = True
+    #: ``/status`` may list session ids and conversation details (``false``: counts only).
+    status_details: bool = True
+    #: Open connections at most; at the limit the one waiting longest for its request is
+    #: closed to make room, and a new one is refused when every connection is being served.
+    max_connections: int = Field(512, ge=1, le=1_000_000)
+    #: From connecting (or the end of its previous response) a client has this long to send
+    #: a whole request; then the connection is closed (slow clients hold nothing for long).
+    read_timeout_seconds: float = Field(5.0, gt=0, le=600)
+    #: An idle keep-alive connection is closed after this long.
+    idle_timeout_seconds: float = Field(5.0, gt=0, le=3600)
 
     @field_validator("listen")
     @classmethod

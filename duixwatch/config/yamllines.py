@@ -17,9 +17,31 @@ from typing import Any
 
 import yaml
 
+from duixwatch.core import errors
 from duixwatch.core.fields import KeyPath
 
-__all__ = ["LineLoader", "Problem", "yaml_problem"]
+__all__ = [
+    "ConfigFileError",
+    "LineLoader",
+    "Problem",
+    "YamlSyntaxError",
+    "parse_yaml",
+    "yaml_problem",
+]
+
+
+class ConfigFileError(errors.ConfigError):
+    """The config file (or its env overrides) is invalid.
+
+    ``errors`` holds one line per problem (``FILE:LINE: key.path: what is wrong``), sorted by
+    line; the message is all of them, one per line. ``path`` is the file as given.
+    """
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.path = path
+        self.errors = problems
+        self.location = problems[0].split(": ", 1)[0] if problems else path
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +146,41 @@ class LineLoader(yaml.SafeLoader):
             self.lines[child] = key_node.start_mark.line + 1
             result[key] = self.build(value_node, child)
         return result
+
+
+class YamlSyntaxError(ValueError):
+    """The text is not YAML: ``line`` and a ``message`` that quotes none of the source."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"{line}: {message}")
+        self.line = line
+        self.message = message
+
+
+def parse_yaml(text: str) -> tuple[Any, LineLoader]:
+    """The data of ``text`` and the loader that read it (its ``lines``, ``odd_ints`` and
+    ``problems``); raises :class:`YamlSyntaxError`, never chained to the YAML error (whose text
+    quotes the source line, which may hold a key)."""
+    syntax: tuple[int, str] | None = None
+    loader: LineLoader | None = None
+    data: Any = None
+    try:
+        loader = LineLoader(text)  # checks every character first (ReaderError)
+        node = loader.get_single_node()
+        data = loader.build(node) if node is not None else None
+    except yaml.reader.ReaderError as exc:
+        syntax = (text.count("\n", 0, exc.position) + 1, yaml_problem(exc)[1])
+    except yaml.YAMLError as exc:
+        syntax = yaml_problem(exc)
+    except RecursionError:
+        syntax = (1, "YAML nested too deeply (hundreds of [ or {): not a config file")
+    finally:
+        if loader is not None:
+            loader.dispose()
+    if syntax is not None or loader is None:
+        line, message = syntax or (1, "YAML syntax error")
+        raise YamlSyntaxError(line, message)
+    return data, loader
 
 
 def yaml_problem(exc: yaml.YAMLError) -> tuple[int, str]:

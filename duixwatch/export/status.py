@@ -31,6 +31,7 @@ __all__ = [
     "scaling_status",
     "snapshot_status",
     "status_html",
+    "without_details",
 ]
 
 
@@ -241,6 +242,29 @@ def avatar_status(state: AvatarState, now: datetime) -> dict[str, Any]:
         "last_read_at": _iso(state.last_read_at),
         "error": state.error,
     }
+
+
+def without_details(info: Mapping[str, Any]) -> dict[str, Any]:
+    """``info`` as ``server.status_details: false`` shows it: counts and outcomes, but no
+    session id and no conversation configuration (same shape, the details emptied)."""
+
+    def no_session(entry: Mapping[str, Any]) -> dict[str, Any]:
+        return {**entry, "session_id": None}
+
+    out = dict(info)
+    out["policies"] = [
+        {
+            **p,
+            "matched": [no_session(m) for m in p["matched"]],
+            "actions": [no_session(a) for a in p["actions"]],
+        }
+        for p in info.get("policies", [])
+    ]
+    out["recent_actions"] = [no_session(a) for a in info.get("recent_actions", [])]
+    out["conversations"] = [
+        {**c, "summary": {}, "last_change_paths": []} for c in info.get("conversations", [])
+    ]
+    return out
 
 
 def _seconds(value: float | None) -> str:

@@ -10,15 +10,22 @@ deadline, so open connections are closed rather than cut.
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import ssl
 from collections.abc import Callable
 
 import anyio
 import uvicorn
 from anyio.abc import TaskStatus
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["SHUTDOWN_SECONDS", "bind", "serve"]
+from duixwatch.http.guard import ConnectionGuard, GuardedH11Protocol
 
+__all__ = ["MAX_HEADER_BYTES", "SHUTDOWN_SECONDS", "bind", "serve"]
+
+#: A request's line and headers may not be longer (h11 answers 400 beyond).
+MAX_HEADER_BYTES = 16 * 1024
 #: How long a cancelled server may take to finish in-flight requests before they are cut.
 SHUTDOWN_SECONDS = 5.0
 
@@ -46,12 +53,17 @@ async def serve(
     port: int = 0,
     *,
     before_shutdown: Callable[[], None] | None = None,
+    tls: ssl.SSLContext | None = None,
+    guard: ConnectionGuard | None = None,
+    idle_timeout: float = 5.0,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``host:port`` until cancelled; ``task_status.started(bound_port)``.
 
     ``before_shutdown`` runs first when the server stops (the simulator releases requests it
-    holds hanging, so they do not stall the shutdown).
+    holds hanging, so they do not stall the shutdown). ``tls`` serves HTTPS with that context
+    (its handshakes bounded by the guard's ``read_timeout``); ``guard`` bounds the connections
+    (:mod:`duixwatch.http.guard`); ``idle_timeout`` closes idle keep-alive connections.
     """
     sock = bind(host, port)
     config = uvicorn.Config(
@@ -59,13 +71,44 @@ async def serve(
         lifespan="off",
         log_config=None,
         access_log=False,
+        http="h11",
+        timeout_keep_alive=idle_timeout,  # type: ignore[arg-type]  # a float is fine
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         timeout_graceful_shutdown=int(SHUTDOWN_SECONDS),
     )
     server = uvicorn.Server(config)
     config.load()
     server.lifespan = config.lifespan_class(config)
+
+    def protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+        if guard is None:
+            return H11Protocol(
+                config=config,
+                server_state=server.server_state,
+                app_state=server.lifespan.state,
+                _loop=_loop,
+            )
+        return GuardedH11Protocol(
+            config=config,
+            server_state=server.server_state,
+            app_state=server.lifespan.state,
+            _loop=_loop,
+            guard=guard,
+        )
+
     try:
-        await server.startup(sockets=[sock])
+        # uvicorn's Server.startup, with a bound on TLS handshakes it does not offer.
+        loop = asyncio.get_running_loop()
+        server.servers = [
+            await loop.create_server(
+                protocol,
+                sock=sock,
+                ssl=tls,
+                ssl_handshake_timeout=(guard.read_timeout if guard else 10.0) if tls else None,
+                backlog=config.backlog,
+            )
+        ]
+        server.started = True
     except BaseException:
         sock.close()
         raise

@@ -5,7 +5,8 @@
 * ``/readyz``  — 200 once the configuration is loaded and every APP has been polled once;
 * ``/status``  — JSON per APP (last poll, numbers, sessions with ages, last error) plus daemon
   facts (version, config file, last reload); a browser (``Accept: text/html``) gets a plain HTML
-  table. ``?app=NAME`` narrows to one APP, ``?sessions=0`` leaves the session lists out.
+  table. ``?app=NAME`` narrows to one APP, ``?sessions=0`` leaves the session lists out;
+  with ``server.status_details: false`` no session id and no conversation detail is shown.
 
 No endpoint changes anything: every route is GET (and HEAD). The daemon hands the app a
 :class:`DaemonView`, so this module never reaches into the daemon's internals; what a page
@@ -26,7 +27,12 @@ from starlette.types import Receive, Scope, Send
 from duixwatch.core import models
 from duixwatch.core.clock import Clock
 from duixwatch.export.autoscaling import ScalingReading
-from duixwatch.export.status import scaling_status, snapshot_status, status_html
+from duixwatch.export.status import (
+    scaling_status,
+    snapshot_status,
+    status_html,
+    without_details,
+)
 
 __all__ = ["ChunksResponse", "DaemonView", "create_app"]
 
@@ -73,8 +79,15 @@ class ChunksResponse(Response):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def create_app(*, render: Render, view: DaemonView, clock: Clock) -> Starlette:
-    """The ASGI app of the daemon's HTTP surface."""
+def create_app(
+    *,
+    render: Render,
+    view: DaemonView,
+    clock: Clock,
+    details: Callable[[], bool] = lambda: True,
+) -> Starlette:
+    """The ASGI app of the daemon's HTTP surface. ``details`` says, per request, whether
+    ``/status`` may show session ids and conversation details (``server.status_details``)."""
 
     async def metrics_endpoint(request: Request) -> Response:
         chunks, content_type = render(request.headers.get("accept"))
@@ -95,7 +108,12 @@ def create_app(*, render: Render, view: DaemonView, clock: Clock) -> Starlette:
     async def status(request: Request) -> Response:
         now = clock.now()
         wanted = request.query_params.get("app")
-        with_sessions = request.query_params.get("sessions", "1") not in ("0", "false", "no")
+        detailed = details()
+        with_sessions = detailed and request.query_params.get("sessions", "1") not in (
+            "0",
+            "false",
+            "no",
+        )
         entries = [
             snapshot_status(s, now, with_sessions=with_sessions)
             for s in view.snapshots()
@@ -103,7 +121,7 @@ def create_app(*, render: Render, view: DaemonView, clock: Clock) -> Starlette:
         ]
         if wanted is not None and not entries and wanted not in view.pending():
             return JSONResponse({"error": f"no app named {wanted!r} is configured"}, 404)
-        info = dict(view.info())
+        info = dict(view.info()) if detailed else without_details(view.info())
         accept = request.headers.get("accept", "")
         if request.query_params.get("format") != "json" and "text/html" in accept:
             return HTMLResponse(status_html(info, entries))

@@ -27,7 +27,15 @@ def test_mask_hides_every_key_and_is_json(tmp_path: Path) -> None:
     assert "pw-zz" not in dumped
     assert masked["apps"][0]["app_key"] == "**********"
     assert masked["duix"]["base_url"] == "https://user:**********@example.com:8443/x"
-    assert masked["server"] == {"listen": "0.0.0.0:9814"}
+    assert masked["server"] == {
+        "listen": "0.0.0.0:9814",
+        "web_config_file": None,
+        "open_health_endpoints": True,
+        "status_details": True,
+        "max_connections": 512,
+        "read_timeout_seconds": 5.0,
+        "idle_timeout_seconds": 5.0,
+    }
 
 
 def test_a_loaded_config_never_shows_its_key(tmp_path: Path) -> None:
