@@ -14,6 +14,9 @@ connect. :class:`GuardedH11Protocol` — uvicorn's h11 protocol with three addit
   slow or idle connections cannot keep a scrape out, since a real client sends its request at
   once and is then being served, which no eviction touches; when every connection is being
   served, the new one is refused at once (``reason="refused"``);
+* **a bound on a request's size**: 16 KiB for the request line, headers and any body (every
+  endpoint is a GET), counted as the bytes arrive — h11's own bound applies only to a request
+  that arrives in pieces; a larger request is answered 431 and closed (``reason="too_large"``);
 * **client_allowed_sans**: a TLS client whose certificate has none of the web config's allowed
   SANs is disconnected before it can send a request (``reason="client_san"``).
 
@@ -31,9 +34,16 @@ import h11
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["DROP_REASONS", "ConnectionGuard", "GuardedH11Protocol"]
+__all__ = ["DROP_REASONS", "MAX_REQUEST_BYTES", "ConnectionGuard", "GuardedH11Protocol"]
 
-DROP_REASONS: Final = ("refused", "evicted", "read_timeout", "client_san")
+DROP_REASONS: Final = ("refused", "evicted", "read_timeout", "too_large", "client_san")
+#: A request (line, headers and any body) may not be longer: every endpoint is a GET.
+MAX_REQUEST_BYTES: Final = 16 * 1024
+_TOO_LARGE: Final = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 18\r\nConnection: close\r\n"
+    b"\r\nRequest too large\n"
+)
 
 
 class ConnectionGuard:
@@ -68,7 +78,8 @@ class ConnectionGuard:
             "Connections closed by duixwatch, by reason: refused (at max_connections, every "
             "connection being served), evicted (closed at the limit to make room: it had waited "
             "longest for its request), read_timeout (no whole request within "
-            "read_timeout_seconds), client_san (client certificate not in client_allowed_sans).",
+            "read_timeout_seconds), too_large (a request over 16 KiB: answered 431), client_san "
+            "(client certificate not in client_allowed_sans).",
             ["reason"],
             registry=registry,
         )
@@ -116,6 +127,8 @@ class GuardedH11Protocol(H11Protocol):
         self._guard = guard
         self._admitted = False
         self._deadline: asyncio.TimerHandle | None = None
+        #: Bytes of the request being received (the line, headers and any body).
+        self._request_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if not self._guard.admit(self):
@@ -140,6 +153,14 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._deadline is not None:  # still receiving a request
+            self._request_bytes += len(data)
+            if self._request_bytes > MAX_REQUEST_BYTES:
+                self._guard.dropped("too_large")
+                self._disarm()
+                self.transport.write(_TOO_LARGE)
+                self.transport.close()
+                return
         super().data_received(data)
         self._check_request()
 
@@ -159,6 +180,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def _arm(self) -> None:
         self._disarm()
+        self._request_bytes = 0
         self._deadline = self.loop.call_later(self._guard.read_timeout, self._expired)
 
     def _disarm(self) -> None:

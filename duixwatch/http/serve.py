@@ -20,12 +20,13 @@ import uvicorn
 from anyio.abc import TaskStatus
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from duixwatch.http.guard import ConnectionGuard, GuardedH11Protocol
+from duixwatch.http.guard import MAX_REQUEST_BYTES, ConnectionGuard, GuardedH11Protocol
 
 __all__ = ["MAX_HEADER_BYTES", "SHUTDOWN_SECONDS", "bind", "serve"]
 
-#: A request's line and headers may not be longer (h11 answers 400 beyond).
-MAX_HEADER_BYTES = 16 * 1024
+#: h11's bound on a request still arriving (the guard's own bound, counted as the bytes
+#: arrive, is the same: ``guard.MAX_REQUEST_BYTES``).
+MAX_HEADER_BYTES = MAX_REQUEST_BYTES
 #: How long a cancelled server may take to finish in-flight requests before they are cut.
 SHUTDOWN_SECONDS = 5.0
 

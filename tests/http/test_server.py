@@ -145,3 +145,59 @@ async def test_control_and_bidi_characters_from_the_platform_are_shown_not_obeye
     assert "\u202e" not in page
     assert "\x07" not in page
     assert "\\u202egnp.exe\\u0007 rejected" in page
+
+
+async def test_status_details_off_shows_counts_and_never_a_session_id(
+    view: View, clock: FakeClock
+) -> None:
+    view.apps = [snapshot(clock, "frontdesk", session_id="secret-session-1")]
+    view.info = lambda: {  # type: ignore[method-assign]
+        "version": "test",
+        "policies": [
+            {
+                "policy": "max-age",
+                "app": "frontdesk",
+                "dry_run": True,
+                "matched": [{"session_id": "secret-session-1", "reason": "old"}],
+                "actions": [{"session_id": "secret-session-1", "action": "stop_session"}],
+                "abort": None,
+                "waiting": None,
+            }
+        ],
+        "recent_actions": [
+            {
+                "at": "2026-01-01T00:00:00+00:00",
+                "policy": "max-age",
+                "app": "frontdesk",
+                "action": "stop_session",
+                "session_id": "secret-session-1",
+                "outcome": "dry_run",
+                "reason": "old",
+                "error": None,
+            }
+        ],
+        "conversations": [
+            {
+                "app": "frontdesk",
+                "conversation": "c1",
+                "up": True,
+                "summary": {"name": "Ada"},
+                "changes": 1,
+                "last_change_at": "2026-01-01T00:00:00+00:00",
+                "last_change_paths": ["prompt"],
+            }
+        ],
+    }
+    app = server.create_app(render=render, view=view, clock=clock, details=lambda: False)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://duixwatch.test"
+    ) as http:
+        body = (await http.get("/status", params={"sessions": "1"})).json()
+        page = (await http.get("/status", headers={"accept": "text/html"})).text
+    assert body["apps"][0]["sessions"]["count"] == 1
+    assert "items" not in body["apps"][0]["sessions"]
+    assert len(body["policies"][0]["matched"]) == 1
+    assert body["conversations"][0]["summary"] == {}
+    for shown in (str(body), page):
+        assert "secret-session-1" not in shown
+        assert "Ada" not in shown
