@@ -4,7 +4,9 @@ daemon together on loopback, with example dry-run policies)."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, TextIO
@@ -22,8 +24,27 @@ from duixwatch.daemon import Daemon
 __all__ = ["add_commands"]
 
 
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` names is a loopback one (an unresolvable name: no)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass  # a name, not an address: resolve it
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return bool(found) and all(ipaddress.ip_address(f[4][0]).is_loopback for f in found)
+
+
 def _cmd_sim(args: argparse.Namespace, out: TextIO) -> int:
     host, port = args.listen
+    if not args.allow_remote and not is_loopback(host):
+        raise runtime.UsageError(
+            f"--listen {host}:{port}: not a loopback address; the simulator's control API "
+            "(/_sim/…) has no authentication by design: add --allow-remote to listen there "
+            "anyway"
+        )
     try:
         shape: simulator.ListShape | Literal["random"] | None = (
             None
@@ -183,6 +204,11 @@ def add_commands(command: runtime.AddCommand) -> None:
         default=("127.0.0.1", 8088),
         metavar="HOST:PORT",
         help="address to serve on (default 127.0.0.1:8088; port 0 picks a free one)",
+    )
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="listen on a non-loopback address (the control API has no authentication)",
     )
     p.add_argument("--apps", type=int, default=5, help="number of simulated APPs (default 5)")
     p.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")

@@ -282,6 +282,8 @@ def test_the_key_can_come_from_an_environment_variable(running_sim: RunningSim) 
         (["sessions", "--app-key", "k"], "no app id"),
         (["sessions", "--app-id", "1", "--app-key", "k", "--base-url", "ftp://x"], "http"),
         (["sim", "--listen", "nonsense"], "HOST:PORT"),
+        (["sim", "--listen", "0.0.0.0:0"], "add --allow-remote"),
+        (["sim", "--listen", "[::]:0"], "add --allow-remote"),
         (["nosuchcommand"], "invalid choice"),
     ],
 )
@@ -441,3 +443,22 @@ def test_long_running_commands_tune_the_garbage_collector() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),  # noqa: S104 - the point
+        ("::", False),
+        ("192.0.2.1", False),
+        ("no-such-host.invalid", False),
+    ],
+)
+def test_the_simulator_knows_a_loopback_address(host: str, loopback: bool) -> None:
+    from duixwatch.cli.simulator import is_loopback
+
+    assert is_loopback(host) is loopback
