@@ -221,6 +221,16 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     return runtime.EXIT_FAILURE if any(s.error is not None for s in snapshots) else runtime.EXIT_OK
 
 
+def _add_web_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="exporter-toolkit web config: TLS, basic auth, headers (overrides "
+        "server.web_config_file)",
+    )
+
+
 def add_commands(command: runtime.AddCommand) -> None:
     """Add this group's subcommands to the ``duixwatch`` grammar."""
     p = command("run", "run the daemon: poll, export metrics, serve /status")
@@ -233,13 +243,7 @@ def add_commands(command: runtime.AddCommand) -> None:
         metavar="SECONDS",
         help="also reload when the file changes, checking every SECONDS (default 5)",
     )
-    p.add_argument(
-        "--web.config.file",
-        dest="web_config_file",
-        metavar="FILE",
-        help="exporter-toolkit web config: TLS, basic auth, headers (overrides "
-        "server.web_config_file)",
-    )
+    _add_web_config(p)
     p.add_argument(
         "--shard-count",
         type=int,
@@ -269,11 +273,5 @@ def add_commands(command: runtime.AddCommand) -> None:
 
     p = command("check", "validate a config file and its policies (exit 2 on error)")
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="config file (YAML)")
-    p.add_argument(
-        "--web.config.file",
-        dest="web_config_file",
-        metavar="FILE",
-        help="exporter-toolkit web config: TLS, basic auth, headers (overrides "
-        "server.web_config_file)",
-    )
+    _add_web_config(p)
     p.set_defaults(run=_cmd_check)

@@ -462,3 +462,23 @@ def test_the_simulator_knows_a_loopback_address(host: str, loopback: bool) -> No
     from duixwatch.cli.simulator import is_loopback
 
     assert is_loopback(host) is loopback
+
+
+def test_check_and_run_validate_the_web_config_given_by_flag(tmp_path: Path) -> None:
+    config = tmp_path / "duixwatch.yaml"
+    config.write_text(
+        "apps:\n  - app_id: '1377185422953811968'\n    app_key: k\n"
+        f"server:\n  listen: 127.0.0.1:0\nstate:\n  dir: {tmp_path / 'state'}\n"
+    )
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  prometheus: not-a-hash\n")
+    for command in ("check", "run"):
+        result = run(command, "-c", str(config), "--web.config.file", str(web))
+        assert result.returncode == 2, (command, result.stderr)
+        assert f"{web}:1: basic_auth_users: user 'prometheus'" in result.stderr
+        assert "not-a-hash" not in result.stderr
+        assert "Traceback" not in result.stderr
+    web.write_text("basic_auth_users:\n  prometheus: $2y$10$" + "a" * 53 + "\n")
+    ok = run("check", "-c", str(config), "--web.config.file", str(web))
+    assert ok.returncode == 0, ok.stderr
+    assert f"{web}: OK - no TLS, 1 basic auth user" in ok.stdout
