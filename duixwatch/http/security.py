@@ -134,8 +134,7 @@ class WebSecurity:
         self._cache: dict[bytes, bool] = {}
         self._dummies: dict[int, bytes] = {}
         self._bcrypt = anyio.CapacityLimiter(1)
-        self._tokens = 0.0
-        self._tokens_at = monotonic()
+        self._tokens, self._tokens_at = 0.0, 0.0
         self._reset_bucket()
         metrics.reload_ok.set(1)
         metrics.reload_at.set(now().timestamp())
