@@ -32,6 +32,10 @@ from tests.tools import require_tool
 pytestmark = pytest.mark.e2e
 
 OPERATOR_OVERLAY = DEPLOY / "kubernetes" / "overlays" / "prometheus-operator"
+#: The prometheus-operator overlay over HTTPS with basic auth (components/https).
+HTTPS_OVERLAY = DEPLOY / "kubernetes" / "overlays" / "https"
+#: The overlays with the Prometheus Operator's kinds.
+OPERATOR_OVERLAYS = (OPERATOR_OVERLAY, HTTPS_OVERLAY)
 OPERATOR_GROUP = "monitoring.coreos.com/"
 #: API groups of custom resources, which kubernetes-validate has no schema for: each is validated
 #: against its project's published schemas (here, and in tests/ops/test_scaling.py for KEDA's).
@@ -54,6 +58,16 @@ def render(directory: Path) -> list[dict[str, Any]]:
 
 def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     (found,) = [o for o in objects if o["kind"] == kind]
+    return found
+
+
+def app_keys(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Secret of appKeys (an overlay may add others, e.g. components/https)."""
+    (found,) = [
+        o
+        for o in objects
+        if o["kind"] == "Secret" and o["metadata"]["name"].startswith("duixwatch-app-keys")
+    ]
     return found
 
 
@@ -95,14 +109,15 @@ def test_renders_and_validates_strictly(directory: Path, tmp_path: Path) -> None
             assert line.startswith("INFO"), line
 
 
+@pytest.mark.parametrize("directory", OPERATOR_OVERLAYS, ids=ids)
 def test_the_operator_kinds_validate_against_the_operators_published_schemas(
-    tmp_path: Path,
+    directory: Path, tmp_path: Path
 ) -> None:
     """@kubernetes-models/prometheus-operator ships the operator's schemas twice: as JSON-schema
     validators (types, patterns, required fields) and as TypeScript types, which catch what the
     schemas let through: unknown fields (a typo like `scrapeTimout` would be dropped silently)."""
     packages = npm_dir("crd-check")
-    custom = [o for o in render(OPERATOR_OVERLAY) if o["apiVersion"].startswith(OPERATOR_GROUP)]
+    custom = [o for o in render(directory) if o["apiVersion"].startswith(OPERATOR_GROUP)]
     assert sorted(o["kind"] for o in custom) == ["PrometheusRule", "ServiceMonitor"]
     node = require_tool("node")
     (tmp_path / "node_modules").symlink_to(packages / "node_modules")
@@ -174,8 +189,9 @@ def test_the_operators_copy_of_the_rules_passes_promtool(tmp_path: Path) -> None
     assert result.returncode == 0, output(result)
 
 
-def test_the_servicemonitor_scrapes_the_service_as_job_duixwatch() -> None:
-    objects = render(OPERATOR_OVERLAY)
+@pytest.mark.parametrize("directory", OPERATOR_OVERLAYS, ids=ids)
+def test_the_servicemonitor_scrapes_the_service_as_job_duixwatch(directory: Path) -> None:
+    objects = render(directory)
     service, monitor = one(objects, "Service"), one(objects, "ServiceMonitor")
     labels = service["metadata"]["labels"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -216,7 +232,7 @@ def test_the_deployment_is_hardened_and_probed(directory: Path) -> None:
     assert mounts["app-keys"]["mountPath"] == env["CREDENTIALS_DIRECTORY"]
     config = one(objects, "ConfigMap")
     assert volumes["config"]["configMap"]["name"] == config["metadata"]["name"]
-    secret = one(objects, "Secret")
+    secret = app_keys(objects)
     assert volumes["app-keys"]["secret"]["secretName"] == secret["metadata"]["name"]
     port = next(p for p in container["ports"] if p["name"] == "metrics")["containerPort"]
     listen = yaml.safe_load(config["data"]["duixwatch.yaml"])["server"]["listen"]

@@ -78,7 +78,8 @@ RECIPES = (KEDA, PROMETHEUS_SCALER, HPA_ADAPTER)
 NESTED = (PROMETHEUS_SCALER, HPA_ADAPTER)
 #: Kustomizations only ever rendered as part of another: the example backend (every recipe) and
 #: the sharding component (overlays/sharded, and the README's Operator example).
-PARTS = (KEDA / "example-backend", SHARDED / "statefulset")
+PARTS = (KEDA / "example-backend", SHARDED / "statefulset", KUBERNETES / "components" / "https")
+KEDA_HTTPS = KUBERNETES / "overlays" / "keda-https"
 SHARDING_ENV = ("POD_NAME", "DUIXWATCH_SHARDING__INDEX", "DUIXWATCH_SHARDING__COUNT")
 SCALED_OBJECT_TYPES = "@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject"
 
@@ -202,6 +203,10 @@ def type_check(scaled_objects: list[dict[str, Any]], tmp_path: Path) -> str | No
     ("directory", "expected"),
     [
         (KEDA, ["OK ScaledObject/dialog-backend"]),
+        (
+            KEDA_HTTPS,
+            ["OK ScaledObject/dialog-backend", "OK TriggerAuthentication/duixwatch-scaling"],
+        ),
         (PROMETHEUS_SCALER, ["OK ScaledObject/dialog-backend"]),
         (HPA_ADAPTER, []),
         (SHARDED, []),
