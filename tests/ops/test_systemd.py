@@ -13,6 +13,7 @@ import socket
 from collections import defaultdict
 from pathlib import Path
 
+import bcrypt
 import pytest
 import yaml
 
@@ -28,6 +29,7 @@ from tests.ops_support import (
     run,
     simulator,
 )
+from tests.tls import CA
 from tests.tools import require_tool
 
 UNIT = DEPLOY / "systemd" / "duixwatch.service"
@@ -191,12 +193,7 @@ def test_the_example_dialog_probe_gets_its_headers_from_the_units_credential(
     """The example's commented-out dialog probe reads its secret headers from
     ``headers_file: dialog-headers``, which the unit's commented-out LoadCredential= line puts
     in $CREDENTIALS_DIRECTORY: uncommented together, `duixwatch check` accepts them."""
-    commented = [
-        line[1:].partition("=")[2]
-        for line in UNIT.read_text(encoding="utf-8").splitlines()
-        if line.startswith("#LoadCredential=")
-    ]
-    (credential,) = commented
+    (credential,) = [c for c in commented_credentials() if c.startswith("dialog-headers:")]
     name, _, source = credential.partition(":")
     assert source == f"/etc/duixwatch/keys/{name}"
     lines = (DEPLOY / "duixwatch.example.yaml").read_text(encoding="utf-8").splitlines()
@@ -224,6 +221,96 @@ def test_the_example_dialog_probe_gets_its_headers_from_the_units_credential(
     result = run([*DUIXWATCH, "check", "-c", path], env=env, timeout=60)
     assert result.returncode == 0, output(result)
     assert "a-token-from-a-credential" not in result.stdout + result.stderr
+
+
+def commented_credentials() -> list[str]:
+    """The ``ID:PATH`` of every commented-out ``#LoadCredential=`` line of the unit."""
+    return [
+        line[1:].partition("=")[2]
+        for line in UNIT.read_text(encoding="utf-8").splitlines()
+        if line.startswith("#LoadCredential=")
+    ]
+
+
+WEB_CREDENTIALS = ("web-config.yml", "tls.crt", "tls.key")
+
+
+def readme_web_config() -> str:
+    """The README's example web config (Securing the endpoints), which the unit's comment
+    points to."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    (block,) = [
+        b.split("```", 1)[0]
+        for b in readme.split("```yaml\n")[1:]
+        if b.startswith("# web-config.yml")
+    ]
+    return block
+
+
+def test_the_units_web_config_credentials_give_a_config_that_passes_check(
+    tmp_path: Path,
+) -> None:
+    """Uncommented together, the unit's web config credentials and the example config's
+    commented-out ``web_config_file: ${CREDENTIALS_DIRECTORY}/web-config.yml`` give a daemon
+    that `duixwatch check` accepts with HTTPS and basic auth: the web config names tls.crt
+    and tls.key relative to itself, so they are read from the credentials directory too."""
+    web = [c for c in commented_credentials() if c.split(":", 1)[0] in WEB_CREDENTIALS]
+    assert sorted(c.split(":", 1)[0] for c in web) == sorted(WEB_CREDENTIALS)
+    for credential in web:
+        name, _, source = credential.partition(":")
+        assert source == f"/etc/duixwatch/keys/{name}"
+    example = (DEPLOY / "duixwatch.example.yaml").read_text(encoding="utf-8")
+    commented = "  # web_config_file: ${CREDENTIALS_DIRECTORY}/web-config.yml"
+    assert commented in example
+    config = load_yaml(DEPLOY / "duixwatch.example.yaml")
+    for app in config["apps"]:
+        app.pop("app_key", None)
+        app.pop("app_key_file", None)
+    config["server"]["web_config_file"] = yaml.safe_load(commented.strip()[2:])["web_config_file"]
+    path = tmp_path / "duixwatch.yaml"
+    path.write_text(yaml.safe_dump(config))
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for line in unit_settings()["Service.LoadCredential"]:
+        (credentials / line.split(":", 1)[0]).write_text("a-key-from-a-credential\n")
+    web_config = yaml.safe_load(readme_web_config())
+    assert web_config["tls_server_config"]["cert_file"] == "tls.crt"
+    assert web_config["tls_server_config"]["key_file"] == "tls.key"
+    assert list(web_config["basic_auth_users"]) == ["prometheus"]  # its hash is elided: "…"
+    web_config["basic_auth_users"]["prometheus"] = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    (credentials / "web-config.yml").write_text(yaml.safe_dump(web_config))
+    server = CA(tmp_path / "ca").issue("duixwatch.example.internal")
+    shutil.copy(server.cert, credentials / "tls.crt")
+    shutil.copy(server.key, credentials / "tls.key")
+    env = {"PATH": "/usr/bin:/bin", "CREDENTIALS_DIRECTORY": str(credentials)}
+    env["STATE_DIRECTORY"] = str(tmp_path / "state")
+    result = run([*DUIXWATCH, "check", "-c", path], env=env, timeout=60)
+    assert result.returncode == 0, output(result)
+    assert str(credentials / "web-config.yml") in result.stdout, output(result)
+    assert "TLS" in result.stdout, output(result)
+
+
+@pytest.mark.e2e
+def test_the_unit_with_its_web_config_credentials_uncommented_verifies(
+    installed_root: Path,
+) -> None:
+    tool = require_tool("systemd-analyze")
+    unit = installed_root / "etc/systemd/system/duixwatch.service"
+    text = unit.read_text()
+    for name in WEB_CREDENTIALS:
+        line = f"LoadCredential={name}:/etc/duixwatch/keys/{name}"
+        assert f"#{line}\n" in text
+        text = text.replace(f"#{line}\n", f"{line}\n")
+        source = installed_root / f"etc/duixwatch/keys/{name}"
+        source.write_text("a credential\n")
+        source.chmod(0o600)
+    unit.write_text(text)
+    result = run(
+        [tool, "verify", f"--root={installed_root}", "/etc/systemd/system/duixwatch.service"]
+    )
+    assert result.returncode == 0, output(result)
+    assert result.stdout == "", output(result)
+    assert result.stderr == "", output(result)
 
 
 def env_file_assignments(*, commented_too: bool) -> dict[str, str]:
