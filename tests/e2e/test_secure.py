@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests import procs
+from tests.ops_support import REPO
 from tests.procs import DUIXWATCH, eventually, free_port, process
 from tests.tls import CA, Issued
 from tests.tools import require_tool
@@ -104,6 +105,24 @@ def job(name: str, target: str, **settings: Any) -> dict[str, Any]:
     }
 
 
+def readme_job(name: str, target: str, *, ca_file: Path, password_file: Path) -> dict[str, Any]:
+    """The README's plain Prometheus scrape config (Securing the endpoints), its files and
+    target replaced by the test's: what it shows is what is scraped here."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Securing the endpoints\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("**Prometheus** (a plain scrape config", 1)[1]
+    block = block.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (readme_job,) = yaml.safe_load(block)["scrape_configs"]
+    assert readme_job["job_name"] == "duixwatch"  # what the rules expect
+    assert readme_job["scheme"] == "https"
+    readme_job["job_name"] = name
+    readme_job["tls_config"]["ca_file"] = str(ca_file)
+    readme_job["basic_auth"]["password_file"] = str(password_file)
+    (static,) = readme_job["static_configs"]
+    static["targets"] = [target]
+    return dict(readme_job)
+
+
 @pytest.fixture
 def ca(tmp_path: Path) -> CA:
     return CA(tmp_path / "ca")
@@ -136,12 +155,7 @@ def test_prometheus_scrapes_over_https_with_basic_auth_and_a_wrong_password_is_r
         target = f"127.0.0.1:{dx['port']}"
         tls = {"ca_file": str(ca.cert)}
         jobs = [
-            job(
-                "right",
-                target,
-                tls_config=tls,
-                basic_auth={"username": "prometheus", "password_file": str(password_file)},
-            ),
+            readme_job("right", target, ca_file=ca.cert, password_file=password_file),
             job(
                 "wrong",
                 target,
