@@ -11,9 +11,11 @@ means listening and polling, and owns the lifecycle:
   validated first; on any error the old configuration keeps running and
   ``duixwatch_config_last_reload_successful`` drops to 0; on success loops are started, stopped
   or restarted to match it (a new ``duix:`` section gets a new client);
-* SIGTERM/SIGINT stop scheduling and cancel the task group: reads are abandoned, writes run
-  shielded within their own timeout (see :mod:`duixwatch.duix.client`), the HTTP server closes
-  its connections; the whole stop is bounded by ``daemon.shutdown_timeout_seconds``;
+* SIGTERM/SIGINT stop scheduling and cancel the task group: no policy starts another call (the
+  calls planned and not started are audited as aborted, reason ``shutdown``), a call in flight
+  finishes within what is left of ``daemon.shutdown_timeout_seconds`` or is recorded as
+  ``interrupted``, reads are abandoned, the HTTP server closes its connections; the whole stop
+  is bounded by ``daemon.shutdown_timeout_seconds``;
 * under systemd (``Type=notify``) it tells the service manager ``READY=1`` once the HTTP
   surface listens and every poll loop has started, ``RELOADING=1``/``READY=1`` around a reload
   and ``STOPPING=1`` when it stops (the sd_notify datagram protocol; a no-op without
@@ -69,6 +71,9 @@ log = structlog.get_logger("duixwatch.daemon")
 
 #: How often the history older than ``state.history_days`` is deleted.
 HISTORY_PRUNE_SECONDS = 3600.0
+#: The part of ``daemon.shutdown_timeout_seconds`` kept, after the calls in flight are cut, for
+#: their audit lines and closing the client (at most; a quarter of a short timeout).
+SHUTDOWN_RESERVE_SECONDS = 2.0
 
 
 def sd_notify(message: str, environ: Mapping[str, str]) -> bool:
@@ -184,6 +189,9 @@ class Daemon:
             max_stops_per_second=config.enforcement.max_stops_per_second,
             request_timeout_seconds=config.duix.request_timeout_seconds,
         )
+        self._executor.set_in_force(
+            self._config.policies, enforcement_enabled=self._config.enforcement.enabled
+        )
         self._cycle = PolicyCycle(clocks=self._state, clock=clock, executor=self._executor)
         self._prober = Prober(clock=clock, observer=self._metrics.probes, rng=rng)
         self._fleet = Fleet(
@@ -198,6 +206,8 @@ class Daemon:
         self._started_at = clock.now()
         self._last_reload: dict[str, Any] = {"ok": True, "at": self._started_at.isoformat()}
         self._cancel: anyio.CancelScope | None = None
+        #: anyio time by which a stop must be complete (set by stop())
+        self._stop_deadline: float | None = None
         self.port: int | None = None
 
     # ------------------------------------------------------------------ DaemonView
@@ -365,7 +375,10 @@ class Daemon:
                 task_status.started(self.port)
         finally:
             sd_notify("STOPPING=1", self._process_env)
-            with anyio.move_on_after(self._config.daemon.shutdown_timeout_seconds, shield=True):
+            left = self._config.daemon.shutdown_timeout_seconds
+            if self._stop_deadline is not None:
+                left = max(0.0, self._stop_deadline - anyio.current_time())
+            with anyio.move_on_after(left, shield=True):
                 await self._client.aclose()
             self._audit.close()
             try:
@@ -375,7 +388,12 @@ class Daemon:
             log.info("stopped")
 
     def stop(self) -> None:
-        """Stop scheduling and shut down (what SIGTERM does)."""
+        """Stop scheduling and shut down (what SIGTERM does): no policy starts another call,
+        and the calls in flight have until the shutdown timeout, less a reserve, to finish."""
+        if self._stop_deadline is None:
+            timeout = self._config.daemon.shutdown_timeout_seconds
+            self._stop_deadline = anyio.current_time() + timeout
+            self._executor.stop(grace_seconds=timeout - min(SHUTDOWN_RESERVE_SECONDS, timeout / 4))
         if self._cancel is not None:
             self._cancel.cancel()
 
@@ -461,6 +479,9 @@ class Daemon:
             max_stops_per_second=new.enforcement.max_stops_per_second,
             request_timeout_seconds=new.duix.request_timeout_seconds,
         )
+        # The executor first: a plan made under a policy this config removes, changes or no
+        # longer enforces starts nothing more, from the moment the new config is in force.
+        self._executor.set_in_force(new.policies, enforcement_enabled=new.enforcement.enabled)
         self._config = new  # before the loops restart: their policy cycles read it
         await self._fleet.apply(new.apps, self._client, new.daemon)
         self._prober.apply(new.dialog_probes)

@@ -14,7 +14,9 @@ Retry rules:
   longer than ``retry_backoff_max_seconds`` is not waited for here: the error surfaces so the
   caller's schedule can honour it);
 * writes (``sessionStop``, ``distroyCallSessionsByAppId``, ``createAvatar``) are never retried,
-  and run shielded from cancellation so that shutdown never cuts one in half;
+  and run shielded from cancellation (within the request timeout) so that shutdown never cuts
+  one in half — unless the caller passes ``shield=False`` because it shields the call itself
+  (the policy executor does, under a deadline it brings forward at shutdown);
 * every endpoint, after an auth rejection (1005/1006/40001), drops the cached token, mints a new
   one and tries exactly once more; a second rejection surfaces as ``ApiAuthRejected``.
 """
@@ -171,20 +173,30 @@ class DuixClient:
             data,
         )
 
-    async def stop_session(self, app: models.AppCredentials, session_id: str) -> models.StopResult:
+    async def stop_session(
+        self, app: models.AppCredentials, session_id: str, *, shield: bool = True
+    ) -> models.StopResult:
         """Close one session (``sessionStop``). 2002 means it was already gone: not an error."""
         try:
-            await self._call(app, "sessionStop", params={"uuid": session_id}, write=True)
+            await self._call(
+                app, "sessionStop", params={"uuid": session_id}, write=True, shield=shield
+            )
         except errors.ApiNotFound as exc:
             if exc.code in parse.NOT_FOUND_CODES:
                 return models.StopResult(session_id=session_id, outcome="already_closed")
             raise
         return models.StopResult(session_id=session_id, outcome="stopped")
 
-    async def close_all(self, app: models.AppCredentials) -> models.CloseAllResult:
+    async def close_all(
+        self, app: models.AppCredentials, *, shield: bool = True
+    ) -> models.CloseAllResult:
         """Close EVERY session of the APP (``distroyCallSessionsByAppId``). Never retried."""
         data = await self._call(
-            app, "distroyCallSessionsByAppId", params={"appId": app.app_id}, write=True
+            app,
+            "distroyCallSessionsByAppId",
+            params={"appId": app.app_id},
+            write=True,
+            shield=shield,
         )
         return models.CloseAllResult(app_id=app.app_id, data=data)
 
@@ -242,8 +254,10 @@ class DuixClient:
         params: Mapping[str, str] | None = None,
         json_body: Any = None,
         write: bool = False,
+        shield: bool = True,
     ) -> Any:
-        """One logical call: auth re-mint once, read retries; returns the envelope's data."""
+        """One logical call: auth re-mint once, read retries; returns the envelope's data.
+        A write's exchange is shielded from cancellation unless ``shield`` is false."""
         retries_left = 0 if write else self._config.read_retries
         reminted = False
         attempt = 0
@@ -255,7 +269,7 @@ class DuixClient:
                     method=_method(endpoint),
                     params=params,
                     json_body=json_body,
-                    write=write,
+                    shield=write and shield,
                 )
             except errors.ApiAuthRejected:
                 if reminted:
@@ -291,7 +305,7 @@ class DuixClient:
         method: str,
         params: Mapping[str, str] | None,
         json_body: Any,
-        write: bool,
+        shield: bool,
     ) -> Any:
         path = self._path(endpoint)
         token = self._tokens.token(app, now=self._clock.now())
@@ -306,7 +320,7 @@ class DuixClient:
                     params=params,
                     json_body=json_body,
                     token=token.get_secret_value(),
-                    shield=write,
+                    shield=shield,
                 )
                 retry_after = parse.parse_retry_after(response.retry_after, now=self._clock.now())
                 return parse.parse_envelope(

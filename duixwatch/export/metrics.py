@@ -232,14 +232,16 @@ class Metrics:
         )
         self._policy_actions = Counter(
             "duixwatch_policy_actions_total",
-            "Policy actions by outcome: stopped, already_closed, failed, dry_run (actions).",
+            "Policy actions by outcome: stopped, already_closed, failed, interrupted, "
+            "dry_run (actions).",
             _POLICY_ACTION_LABELS,
             registry=library,
         )
         self._policy_aborts = Counter(
             "duixwatch_policy_aborts_total",
             "Policy cycles that acted on nothing, by reason: max_actions, max_percent, "
-            "stale_data, no_session_list, state_unavailable (cycles).",
+            "stale_data, no_session_list, state_unavailable; or stopped part-way: shutdown, "
+            "reload, cancelled (cycles).",
             _POLICY_ABORT_LABELS,
             registry=library,
         )
@@ -310,7 +312,8 @@ class Metrics:
             ).inc()
 
     def policy_aborted(self, app: str, policy: str, reason: str) -> None:
-        """Count a policy cycle that acted on nothing (a cap or stale data stopped it)."""
+        """Count a policy cycle that acted on nothing (a cap or stale data stopped it), or was
+        halted part-way (shutdown, reload)."""
         if self._watched(app):
             self._policy_aborts.labels(app=app, policy=policy, reason=reason).inc()
 

@@ -14,7 +14,14 @@ Safety (design.md §8), in the order the executor applies it:
 4. **Pacing.** Calls start at most ``enforcement.max_stops_per_second``, all APPs together.
 5. **Never cut in half.** Intent, call and outcome run shielded from cancellation under a
    deadline, so a shutdown waits for them (bounded by the request timeout).
-6. **Idempotence.** ``sessionStop`` answering 2002 is ``already_closed``, not a failure; a
+6. **Stopping means stopping.** After :meth:`Executor.stop` (SIGTERM) no call starts, in any
+   APP's cycle; a call in flight has until the shutdown deadline to finish, and one that does
+   not is recorded as ``interrupted``. After :meth:`Executor.set_in_force` (a reload) a plan
+   whose policy was removed or changed, or whose enforcement was turned off, starts no further
+   call. Either way the calls that were planned and not started are written to the audit log as
+   ``abort`` lines (with their action and session id; reason ``shutdown`` or ``reload``) and
+   counted as aborts, so nothing planned disappears without a record.
+7. **Idempotence.** ``sessionStop`` answering 2002 is ``already_closed``, not a failure; a
    session that two policies both want closed is stopped once per cycle.
 
 Every executed or simulated action is kept (bounded) for ``/status``; policies with ``notify``
@@ -28,9 +35,11 @@ and a :class:`NotificationSink` (the notifier); the daemon plugs in the real one
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, Literal, Protocol
 
 import anyio
 import structlog
@@ -41,12 +50,33 @@ from duixwatch.policy import audit, notify
 from duixwatch.policy.plan import ActionRecord, Plan, PlannedAction, PolicyPlan
 from duixwatch.policy.schema import PolicyConfig
 
-__all__ = ["Executor", "NotificationSink", "PolicyApp", "PolicyMetrics", "SessionCloser"]
+__all__ = [
+    "Executor",
+    "HaltReason",
+    "NotificationSink",
+    "PolicyApp",
+    "PolicyMetrics",
+    "SessionCloser",
+]
 
 log = structlog.get_logger("duixwatch.policy.executor")
 
 #: Extra seconds a shielded action may take beyond the request timeout (audit fsyncs).
 _SHIELD_MARGIN_SECONDS = 5.0
+#: How long the audit lines written after a call was cut (or a plan halted) may take.
+_RECORD_SECONDS = 2.0
+
+#: Why a plan stopped part-way: the daemon is stopping; a reload took its policy out of force;
+#: its task was cancelled for another reason (its APP removed by a reload).
+HaltReason = Literal["shutdown", "reload", "cancelled"]
+
+_HALT_DETAIL: dict[str, str] = {
+    "shutdown": "duixwatch is stopping; this call was planned and not started",
+    "reload": "a reload removed or changed the policy, or turned enforcement off; this call was "
+    "planned under the old configuration and not started",
+    "cancelled": "the cycle was cancelled (its APP left the configuration); this call was "
+    "planned and not started",
+}
 
 
 class PolicyApp(Protocol):
@@ -61,13 +91,19 @@ class PolicyApp(Protocol):
 
 
 class SessionCloser(Protocol):
-    """The two destructive calls (:class:`duixwatch.duix.DuixClient` is one)."""
+    """The two destructive calls (:class:`duixwatch.duix.DuixClient` is one).
+
+    The executor passes ``shield=False``: it shields each call itself, under a deadline it can
+    bring forward at shutdown; the closer must then not shield the exchange on its own.
+    """
 
     async def stop_session(
-        self, app: models.AppCredentials, session_id: str
+        self, app: models.AppCredentials, session_id: str, *, shield: bool = True
     ) -> models.StopResult: ...
 
-    async def close_all(self, app: models.AppCredentials) -> models.CloseAllResult: ...
+    async def close_all(
+        self, app: models.AppCredentials, *, shield: bool = True
+    ) -> models.CloseAllResult: ...
 
 
 class PolicyMetrics(Protocol):
@@ -111,6 +147,14 @@ class Executor:
         self.recent: deque[ActionRecord] = deque(maxlen=keep_recent)
         self._aborts: dict[tuple[str, str], str] = {}
         self._dry_seen: dict[tuple[str, str], set[str | None]] = {}
+        self._stopping = False
+        #: anyio time by which every call in flight must end (brought forward by stop())
+        self._call_deadline = math.inf
+        #: the shielded scopes of the calls in flight (their deadlines move with stop())
+        self._calls: set[anyio.CancelScope] = set()
+        #: the policies of the config in force (None: not told; every plan stays in force)
+        self._in_force: Mapping[str, PolicyConfig] | None = None
+        self._enforcing = True
 
     def reconfigure(
         self, client: SessionCloser, *, max_stops_per_second: float, request_timeout_seconds: float
@@ -120,6 +164,34 @@ class Executor:
         self._pacer.rate_per_second = max_stops_per_second
         self._shield_seconds = request_timeout_seconds + _SHIELD_MARGIN_SECONDS
 
+    def set_in_force(self, policies: Sequence[PolicyConfig], *, enforcement_enabled: bool) -> None:
+        """The policies of the configuration now in force (at start and after each reload).
+
+        A plan being carried out whose policy is no longer in force — removed, changed, or
+        enforcement turned off — starts no further call (the rest are aborted as ``reload``);
+        the next cycle plans under the new configuration.
+        """
+        self._in_force = {p.name: p for p in policies}
+        self._enforcing = enforcement_enabled
+
+    def stop(self, *, grace_seconds: float) -> None:
+        """Start no new call from now on (SIGTERM); the calls in flight have ``grace_seconds``
+        more to finish, after which each is cut and recorded as ``interrupted``."""
+        self._stopping = True
+        self._call_deadline = anyio.current_time() + max(0.0, grace_seconds)
+        for scope in self._calls:
+            scope.deadline = min(scope.deadline, self._call_deadline)
+
+    def _halted(self, pplan: PolicyPlan, policies: Mapping[str, PolicyConfig]) -> HaltReason | None:
+        """Why ``pplan`` must start no further call, if it must not."""
+        if self._stopping:
+            return "shutdown"
+        if self._in_force is not None and (
+            not self._enforcing or self._in_force.get(pplan.policy) != policies.get(pplan.policy)
+        ):
+            return "reload"
+        return None
+
     async def execute(
         self,
         plan: Plan,
@@ -128,32 +200,106 @@ class Executor:
         *,
         cycle: str,
     ) -> list[ActionRecord]:
-        """Apply every policy plan of one APP's cycle; returns what was done (or simulated)."""
+        """Apply every policy plan of one APP's cycle; returns what was done (or simulated).
+
+        ``policies`` are the policies the plan was made with (by name)."""
         done: list[ActionRecord] = []
         stopped_this_cycle: set[str] = set()
-        for pplan in plan.policies:
-            self._metrics.policy_matched(pplan.app, pplan.policy, len(pplan.matched))
-            key = (pplan.app, pplan.policy)
-            if pplan.abort is not None:
-                self._metrics.policy_aborted(pplan.app, pplan.policy, pplan.abort.reason)
-                if await self._record_abort(pplan, cycle):
-                    self._notify(pplan, [], policies.get(pplan.policy), cycle)
-                continue
-            self._aborts.pop(key, None)
-            if pplan.dry_run:
-                records = await self._dry_run(pplan, cycle)
-            else:
-                self._dry_seen.pop(key, None)
-                records = [
-                    await self._act(pplan, action, app, cycle, stopped_this_cycle)
-                    for action in pplan.actions
-                ]
-            done.extend(records)
-            self._notify(pplan, records, policies.get(pplan.policy), cycle)
-        self.recent.extend(done)
+        #: the calls planned and not started yet, by (policy index, action index)
+        unstarted: dict[tuple[int, int], tuple[PolicyPlan, PlannedAction]] = {
+            (i, j): (pplan, action)
+            for i, pplan in enumerate(plan.policies)
+            if pplan.abort is None and not pplan.dry_run
+            for j, action in enumerate(pplan.actions)
+        }
+        try:
+            for i, pplan in enumerate(plan.policies):
+                self._metrics.policy_matched(pplan.app, pplan.policy, len(pplan.matched))
+                key = (pplan.app, pplan.policy)
+                if pplan.abort is not None:
+                    self._metrics.policy_aborted(pplan.app, pplan.policy, pplan.abort.reason)
+                    if await self._record_abort(pplan, cycle):
+                        self._notify(pplan, [], policies.get(pplan.policy), cycle)
+                    continue
+                self._aborts.pop(key, None)
+                if pplan.dry_run:
+                    records = await self._dry_run(pplan, cycle)
+                else:
+                    self._dry_seen.pop(key, None)
+                    records = []
+                    halted: HaltReason | None = None
+                    for j, action in enumerate(pplan.actions):
+                        record = await self._act(
+                            pplan,
+                            action,
+                            app,
+                            cycle,
+                            stopped_this_cycle,
+                            policies=policies,
+                            started=partial(unstarted.pop, (i, j)),
+                        )
+                        if record is None:
+                            halted = self._halted(pplan, policies)
+                            break
+                        records.append(record)
+                    if halted is not None:
+                        self._notify(pplan, records, policies.get(pplan.policy), cycle, halted)
+                        done.extend(records)
+                        continue
+                done.extend(records)
+                self._notify(pplan, records, policies.get(pplan.policy), cycle)
+        except anyio.get_cancelled_exc_class():
+            # Cancelled between calls (shutdown, or the APP's loop stopped by a reload): the
+            # calls not started are recorded before the cancellation goes on.
+            await self._abort_unstarted(unstarted.values(), policies, cycle)
+            raise
+        finally:
+            self.recent.extend(done)
+        if unstarted:
+            await self._abort_unstarted(unstarted.values(), policies, cycle)
         return done
 
     # ------------------------------------------------------------------ pieces
+
+    def _record_deadline(self) -> float:
+        """When the audit lines written after a halt or a cut must be done."""
+        return min(anyio.current_time() + _RECORD_SECONDS, self._call_deadline + _RECORD_SECONDS)
+
+    async def _abort_unstarted(
+        self,
+        unstarted: Any,
+        policies: Mapping[str, PolicyConfig],
+        cycle: str,
+    ) -> None:
+        """Write an ``abort`` line for each planned call that was not started, count one abort
+        per policy, log one line per policy. Shielded (a shutdown is usually why), within
+        :meth:`_record_deadline`."""
+        by_policy: dict[str, tuple[PolicyPlan, list[PlannedAction]]] = {}
+        for pplan, action in unstarted:
+            by_policy.setdefault(pplan.policy, (pplan, []))[1].append(action)
+        for pplan, actions in by_policy.values():
+            reason: HaltReason = self._halted(pplan, policies) or "cancelled"
+            self._metrics.policy_aborted(pplan.app, pplan.policy, reason)
+            log.warning(
+                "policy_halted",
+                policy=pplan.policy,
+                app=pplan.app,
+                reason=reason,
+                not_started=len(actions),
+            )
+            with anyio.CancelScope(shield=True) as scope:
+                scope.deadline = self._record_deadline()
+                for action in actions:
+                    await self._write_or_log(
+                        cycle=cycle,
+                        event="abort",
+                        policy=pplan.policy,
+                        app=pplan.app,
+                        app_id=pplan.app_id,
+                        action=action.action,
+                        session_id=action.session_id,
+                        reason=f"{reason}: {_HALT_DETAIL[reason]} ({action.reason})",
+                    )
 
     async def _write(self, **fields: Any) -> None:
         """One audit record, written (and fsynced) off the event loop."""
@@ -252,23 +398,35 @@ class Executor:
         app: PolicyApp,
         cycle: str,
         stopped_this_cycle: set[str],
-    ) -> ActionRecord:
+        *,
+        policies: Mapping[str, PolicyConfig],
+        started: Callable[[], object],
+    ) -> ActionRecord | None:
+        """One planned call, paced, recorded and counted; ``None`` (and ``started`` not
+        called) when the plan was halted before it started."""
+        if self._halted(pplan, policies) is not None:
+            return None
         if action.session_id is not None and action.session_id in stopped_this_cycle:
+            started()
             outcome, error = "already_closed", None
             await self._safe_write_outcome(
                 pplan, action, cycle, outcome, "stopped earlier this cycle"
             )
         else:
             await self._pacer.wait()
-            outcome, error = "failed", f"no outcome within {self._shield_seconds:g}s"
-            with anyio.move_on_after(self._shield_seconds, shield=True):
-                outcome, error = await self._call(pplan, action, app, cycle)
+            if self._halted(pplan, policies) is not None:
+                return None  # the wait for a slot outlasted the configuration or the process
+            started()
+            outcome, error = await self._guarded_call(pplan, action, app, cycle)
             if outcome == "stopped" and action.session_id is not None:
                 stopped_this_cycle.add(action.session_id)
         self._metrics.policy_action(pplan.app, pplan.policy, action.action, outcome)
-        event = "session_stopped" if action.action == "stop_session" else "app_drained"
-        (log.warning if outcome == "failed" else log.info)(
-            event if outcome != "failed" else "policy_action_failed",
+        event = {
+            "failed": "policy_action_failed",
+            "interrupted": "policy_action_interrupted",
+        }.get(outcome, "session_stopped" if action.action == "stop_session" else "app_drained")
+        (log.warning if outcome in ("failed", "interrupted") else log.info)(
+            event,
             policy=pplan.policy,
             app=pplan.app,
             action=action.action,
@@ -279,13 +437,17 @@ class Executor:
         )
         return self._record(pplan, action, cycle, outcome, error)
 
-    async def _call(
+    async def _guarded_call(
         self,
         pplan: PolicyPlan,
         action: PlannedAction,
         app: PolicyApp,
         cycle: str,
     ) -> tuple[str, str | None]:
+        """Intent, call, outcome, shielded from cancellation under a deadline (the request
+        timeout and a margin, brought forward by :meth:`stop`). A call without an answer is
+        ``failed``, or ``interrupted`` once stopping (whether the platform acted on it is
+        not known)."""
         fields = {
             "cycle": cycle,
             "policy": pplan.policy,
@@ -295,25 +457,57 @@ class Executor:
             "session_id": action.session_id,
             "reason": action.reason,
         }
-        try:
-            await self._write(event="intent", **fields)
-        except errors.DuixwatchError as exc:
-            # No record, no call: an unrecorded close would break the audit guarantee.
-            return "failed", f"not attempted: audit log unavailable ({exc})"
-        outcome: str
+        outcome: str | None = None
         error: str | None = None
+        timed_out: errors.ApiTimeout | None = None
+        intent_written = False
+        began = anyio.current_time()
+        scope = anyio.CancelScope(
+            shield=True, deadline=min(began + self._shield_seconds, self._call_deadline)
+        )
+        self._calls.add(scope)
         try:
-            if action.action == "stop_session":
-                assert action.session_id is not None  # noqa: S101 - stop actions carry an id
-                result = await self._client.stop_session(app.credentials, action.session_id)
-                outcome = result.outcome
+            with scope:
+                try:
+                    await self._write(event="intent", **fields)
+                except errors.DuixwatchError as exc:
+                    # No record, no call: an unrecorded close would break the audit guarantee.
+                    return "failed", f"not attempted: audit log unavailable ({exc})"
+                intent_written = True
+                try:
+                    outcome = await self._call(action, app)
+                except errors.ApiTimeout as exc:
+                    timed_out = exc
+                except errors.ApiError as exc:
+                    outcome, error = "failed", str(exc)
+        finally:
+            self._calls.discard(scope)
+        if outcome is None:  # cut by the deadline, or the request timed out
+            waited = anyio.current_time() - began
+            if not intent_written:
+                return "failed", f"not attempted: the audit log took over {waited:.1f}s"
+            if self._stopping:
+                outcome = "interrupted"
+                error = f"no answer {waited:.1f}s into the call, when duixwatch stopped"
+            elif timed_out is not None:
+                outcome, error = "failed", str(timed_out)
             else:
-                await self._client.close_all(app.credentials)
-                outcome = "stopped"
-        except errors.ApiError as exc:
-            outcome, error = "failed", str(exc)
-        await self._write_or_log(event="outcome", outcome=outcome, error=error, **fields)
+                outcome, error = "failed", f"no outcome within {waited:.1f}s"
+        with anyio.CancelScope(shield=True) as recording:
+            recording.deadline = self._record_deadline()
+            await self._write_or_log(event="outcome", outcome=outcome, error=error, **fields)
         return outcome, error
+
+    async def _call(self, action: PlannedAction, app: PolicyApp) -> str:
+        """The platform call itself (unshielded: :meth:`_guarded_call` shields it)."""
+        if action.action == "stop_session":
+            assert action.session_id is not None  # noqa: S101 - stop actions carry an id
+            result = await self._client.stop_session(
+                app.credentials, action.session_id, shield=False
+            )
+            return result.outcome
+        await self._client.close_all(app.credentials, shield=False)
+        return "stopped"
 
     async def _safe_write_outcome(
         self,
@@ -341,9 +535,17 @@ class Executor:
         records: Sequence[ActionRecord],
         config: PolicyConfig | None,
         cycle: str,
+        halted: HaltReason | None = None,
     ) -> None:
-        """A webhook for a cycle that did something, or an abort that started."""
-        aborted = pplan.abort
+        """A webhook for a cycle that did something, an abort that started, or a plan that
+        was halted part-way."""
+        aborted = (
+            f"{pplan.abort.reason}: {pplan.abort.detail}"
+            if pplan.abort is not None
+            else None
+            if halted is None
+            else f"{halted}: {_HALT_DETAIL[halted]}"
+        )
         if self._notifier is None or config is None or not config.notify:
             return
         if not records and aborted is None:
@@ -360,6 +562,6 @@ class Executor:
                     notify.ActionOutcome(r.action, r.session_id, r.outcome, r.error)
                     for r in records
                 ),
-                aborted=None if aborted is None else f"{aborted.reason}: {aborted.detail}",
+                aborted=aborted,
             ),
         )

@@ -30,11 +30,15 @@ class Platform:
     def __init__(self) -> None:
         self.stopped: list[str] = []
 
-    async def stop_session(self, app: models.AppCredentials, session_id: str) -> models.StopResult:
+    async def stop_session(
+        self, app: models.AppCredentials, session_id: str, *, shield: bool = True
+    ) -> models.StopResult:
         self.stopped.append(session_id)
         return models.StopResult(session_id=session_id, outcome="stopped")
 
-    async def close_all(self, app: models.AppCredentials) -> models.CloseAllResult:
+    async def close_all(
+        self, app: models.AppCredentials, *, shield: bool = True
+    ) -> models.CloseAllResult:
         raise AssertionError("no close_all in these tests")
 
 
