@@ -7,94 +7,16 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import yaml
 
 from duixwatch.policy import audit
-from tests.procs import DUIXWATCH, eventually, free_port, process, sim_config, start_sim
+from tests.e2e.enforcing import Sim, age_policy, run_daemon
+from tests.procs import DUIXWATCH, eventually
 
 pytestmark = pytest.mark.e2e
-
-SEED, APPS = 41, 2
-
-
-@dataclass
-class Sim:
-    url: str
-    config: dict[str, Any]
-    tmp: Path
-
-    def app(self, index: int) -> dict[str, Any]:
-        app: dict[str, Any] = self.config["apps"][index]
-        return app
-
-    def add(self, index: int, count: int, age: float, *, with_start: bool = True) -> list[str]:
-        response = httpx.post(
-            f"{self.url}/_sim/apps/{self.app(index)['app_id']}/sessions",
-            json={"count": count, "age_seconds": age, "with_start": with_start},
-            timeout=5,
-        )
-        response.raise_for_status()
-        return [s["session_id"] for s in response.json()["sessions"]]
-
-    def state(self) -> dict[str, Any]:
-        doc: dict[str, Any] = httpx.get(f"{self.url}/_sim/state", timeout=5).json()
-        return doc
-
-    def live(self, index: int) -> set[str]:
-        (app,) = [a for a in self.state()["apps"] if a["app_id"] == self.app(index)["app_id"]]
-        return {s["session_id"] for s in app["sessions"]}
-
-    def stops(self) -> int:
-        stats = httpx.get(f"{self.url}/_sim/stats", timeout=5).json()
-        return sum(r["count"] for r in stats["requests"] if r["endpoint"] == "sessionStop")
-
-    def write_config(self, policies: list[dict[str, Any]], **sections: Any) -> Path:
-        doc = dict(self.config)
-        for app in doc["apps"]:
-            app["poll_interval_seconds"] = 1
-        doc["server"] = {"listen": f"127.0.0.1:{free_port()}"}
-        doc["state"] = {"dir": str(self.tmp / "state")}
-        doc["enforcement"] = {"enabled": True, "max_stops_per_second": 50}
-        doc["policies"] = policies
-        doc.update(sections)
-        path = self.tmp / "duixwatch.yaml"
-        path.write_text(yaml.safe_dump(doc))
-        return path
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[Sim]:
-    port = free_port()
-    proc = start_sim(port, tmp_path / "sim.log", apps=APPS, seed=SEED)
-    try:
-        yield Sim(f"http://127.0.0.1:{port}", sim_config(port, apps=APPS, seed=SEED), tmp_path)
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
-def run_daemon(config: Path, log: Path) -> Any:
-    return process([*DUIXWATCH, "run", "-c", str(config)], log)
-
-
-def age_policy(**extra: Any) -> dict[str, Any]:
-    return {
-        "name": "max-age",
-        "apps": ["*"],
-        "match": {"session_age_over_seconds": 1800},
-        "action": "stop_sessions",
-        "dry_run": False,
-        "max_actions_per_cycle": 50,
-        "max_actions_percent": 100,
-        **extra,
-    }
 
 
 def test_plan_shows_exactly_what_the_daemon_then_closes(sim: Sim) -> None:
