@@ -1,5 +1,5 @@
 """Side by side with blackbox_exporter: which dialog-backend faults each one detects, and the
-CPU one probe costs (issue #11, item 5). ``python -m bench.dialog_compare [--help]``.
+CPU one probe costs. ``python -m bench.dialog_compare [--help]``.
 
 Everything runs on 127.0.0.1, in processes this script starts and always stops
 (:class:`bench.procs.Processes`): ``duixwatch sim`` (its sample dialog backend at ``/dialog``

@@ -176,7 +176,7 @@ class Metrics:
         lifecycles: Lifecycles | None = None,
         columns: Sequence[Column] = COLUMNS,
     ) -> None:
-        self._registry = library = registry  # every metric lives on it
+        self._registry = registry  # every metric lives on it
         self._apps: frozenset[str] = frozenset()
         self._removed: frozenset[str] = frozenset()
         self._request_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
@@ -194,19 +194,19 @@ class Metrics:
         self._shard_index = Gauge(
             "duixwatch_shard_index",
             "This replica's shard index (0 when not sharded).",
-            registry=library,
+            registry=registry,
         )
         # Not duixwatch_shard_count: promtool's lint (which must stay silent) reserves _count
         # for histograms and summaries.
         self._shard_count = Gauge(
             "duixwatch_shards",
             "How many shards the apps are split into (1 when not sharded).",
-            registry=library,
+            registry=registry,
         )
         self._owned_apps = Gauge(
             "duixwatch_owned_apps",
             "Configured apps this replica owns and polls (apps).",
-            registry=library,
+            registry=registry,
         )
 
         self._api_requests = Counter(
@@ -214,7 +214,7 @@ class Metrics:
             "HTTP attempts to the DUIX API by endpoint and outcome (success or the error reason) "
             "(requests).",
             ["endpoint", "outcome"],
-            registry=library,
+            registry=registry,
         )
         self._api_duration = Histogram(
             "duixwatch_api_request_duration_seconds",
@@ -222,20 +222,20 @@ class Metrics:
             ["endpoint"],
             buckets=API_REQUEST_DURATION_BUCKETS,
             unit="seconds",
-            registry=library,
+            registry=registry,
         )
         self._policy_matched = Gauge(
             "duixwatch_policy_matched_sessions",
             "Sessions the policy matched in its latest evaluation of the app (sessions).",
             _POLICY_MATCHED_LABELS,
-            registry=library,
+            registry=registry,
         )
         self._policy_actions = Counter(
             "duixwatch_policy_actions_total",
             "Policy actions by outcome: stopped, already_closed, failed, interrupted, "
             "dry_run (actions).",
             _POLICY_ACTION_LABELS,
-            registry=library,
+            registry=registry,
         )
         self._policy_aborts = Counter(
             "duixwatch_policy_aborts_total",
@@ -243,41 +243,41 @@ class Metrics:
             "stale_data, no_session_list, state_unavailable; or stopped part-way: shutdown, "
             "reload, cancelled (cycles).",
             _POLICY_ABORT_LABELS,
-            registry=library,
+            registry=registry,
         )
         self._policy_info = Gauge(
             "duixwatch_policy_info",
             "1 for every configured policy; labels say its action and whether it is a dry run "
             '(dry_run="false" policies close sessions when enforcement is enabled).',
             ["policy", "action", "dry_run"],
-            registry=library,
+            registry=registry,
         )
         self._enforcement = Gauge(
             "duixwatch_enforcement_enabled",
             "1 when enforcement.enabled is true (non-dry-run policies may close sessions), else 0.",
-            registry=library,
+            registry=registry,
         )
         self._reload_ok = Gauge(
             "duixwatch_config_last_reload_successful",
             "1 when the latest configuration load succeeded, else 0.",
-            registry=library,
+            registry=registry,
         )
         self._reload_at = Gauge(
             "duixwatch_config_last_reload_success_timestamp_seconds",
             "Unix time of the latest successful configuration load (seconds).",
             unit="seconds",
-            registry=library,
+            registry=registry,
         )
         build_info = Gauge(
             "duixwatch_build_info",
             "Always 1; the version label says which duixwatch is running.",
             ["version"],
-            registry=library,
+            registry=registry,
         )
         build_info.labels(version=version).set(1)
 
-        ProcessCollector(registry=library)
-        PlatformCollector(registry=library)
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
 
     # ------------------------------------------------------------------ the client's observer
 

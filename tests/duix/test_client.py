@@ -414,7 +414,7 @@ async def test_an_answer_that_cannot_be_read_names_the_method_that_was_sent(
     clock: FakeClock,
 ) -> None:
     """A POST whose envelope succeeded but whose data is not the documented shape is reported
-    as the POST it was (the reading step used to say GET for every endpoint)."""
+    as the POST it was, not as a GET."""
 
     def platform(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"code": "0", "success": True, "data": {"odd": 1}})

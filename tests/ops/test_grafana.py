@@ -261,7 +261,7 @@ def row_panels(dashboard: dict[str, Any], title: str) -> list[dict[str, Any]]:
 
 
 def test_the_overview_has_a_dialog_backend_row() -> None:
-    """Issue #11: probe success, first-answer and total latency percentiles against the budget,
+    """The dialog row: probe success, first-answer and total latency percentiles against the budget,
     failures by reason — in one row, empty (and saying so) until a probe is configured."""
     dashboard = load_json(REPO / "grafana" / "dashboards" / "duixwatch-overview.json")
     dialog = row_panels(dashboard, "Dialog backend")
@@ -294,7 +294,7 @@ def test_the_overview_has_a_dialog_backend_row() -> None:
 
 @pytest.mark.parametrize("name", ["duixwatch-overview.json", "duixwatch-app.json"])
 def test_the_dashboards_have_a_what_sessions_cost_row(name: str) -> None:
-    """Issue #13: session-minutes per app per day (from the recording rule), duration
+    """What sessions cost: session-minutes per app per day (from the recording rule), duration
     percentiles from the histogram, starts and ends per minute, and who closed the sessions
     that ended; the percentiles are empty (and say so) until a session has ended."""
     dashboard = load_json(REPO / "grafana" / "dashboards" / name)

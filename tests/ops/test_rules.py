@@ -38,10 +38,10 @@ REQUIRED_ALERTS = {
     "DuixwatchPolicyActionsFailing",  # actions failing
     "DuixwatchConfigReloadFailed",  # config reload failed
     "DuixwatchEnforcementDisabled",  # enforcement disabled while policies expect it
-    "DuixDialogProbeFailing",  # the dialog backend fails the synthetic probe (issue #11)
-    "DuixDialogSlow",  # the dialog backend answers near or over the 20 s budget (issue #11)
-    "DuixConversationChanged",  # a watched conversation's configuration changed (issue #12)
-    "DuixAvatarTrainingFailed",  # a watched avatar's training failed (issue #12)
+    "DuixDialogProbeFailing",  # the dialog backend fails the synthetic probe
+    "DuixDialogSlow",  # the dialog backend answers near or over the 20 s budget
+    "DuixConversationChanged",  # a watched conversation's configuration changed
+    "DuixAvatarTrainingFailed",  # a watched avatar's training failed
 }
 
 

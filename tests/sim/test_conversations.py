@@ -1,4 +1,4 @@
-"""The simulator's conversations and avatars for issue #12: changing a conversation by key path,
+"""The simulator's conversations and avatars: changing a conversation by key path,
 the conversation ids in the session list, and a configurable avatar training time."""
 
 from __future__ import annotations
