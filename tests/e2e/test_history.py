@@ -9,6 +9,7 @@ import io
 import json
 import math
 import random
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from duixwatch.core.clock import SystemClock
 from duixwatch.daemon import Daemon
 from duixwatch.export.exposition import Registry
 from duixwatch.sim import Simulator
+from duixwatch.watch.state import HistoryRow, StateStore, read_history
 from tests.loopback import loopback_sim
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -143,3 +145,47 @@ async def test_counts_minutes_percentiles_and_backtest_match_the_simulators_reco
     assert backtest["sessions"] == sum(1 for d in truth if d > THRESHOLD)
     saved = sum(d - THRESHOLD for d in truth if d > THRESHOLD)
     assert backtest["session_minutes_saved"] * 60 == pytest.approx(saved, abs=SESSIONS * INTERVAL)
+
+
+async def test_the_daemon_deletes_history_older_than_history_days(tmp_path: Path) -> None:
+    """``state.history_days`` is enforced by the running daemon (at start, then hourly):
+    sessions that ended before it go, the rest stay."""
+    now = datetime.now(UTC)
+
+    def ended(days_ago: float, i: int) -> HistoryRow:
+        end = now - timedelta(days=days_ago)
+        return HistoryRow("desk", f"{days_ago}-{i}", end - timedelta(minutes=10), end, "platform")
+
+    store = StateStore(tmp_path / "state")
+    store.record_ended([*(ended(12, i) for i in range(50)), *(ended(2, i) for i in range(30))])
+    store.flush()
+    store.close()
+    sim = Simulator(apps=1, seed=13, clock=SystemClock(), workload=False)
+    app = sim.apps[0]
+    async with loopback_sim(sim=sim) as (base_url, _):
+        path = tmp_path / "duixwatch.yaml"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "duix": {"base_url": base_url, "read_retries": 0},
+                    "apps": [{"app_id": app.app_id, "name": app.name, "app_key": app.app_key}],
+                    "server": {"listen": "127.0.0.1:0"},
+                    "state": {"dir": str(tmp_path / "state"), "history_days": 7},
+                }
+            )
+        )
+        daemon = Daemon(
+            settings.load_config(path, environ={}),
+            path,
+            clock=SystemClock(),
+            registry=Registry(),
+            handle_signals=False,
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            with anyio.fail_after(15):
+                while len(read_history(tmp_path / "state", since=now - timedelta(days=30))) > 30:
+                    await anyio.sleep(0.05)
+            daemon.stop()
+    kept = read_history(tmp_path / "state", since=now - timedelta(days=30))
+    assert sorted(r.session_id for r in kept) == sorted(f"2-{i}" for i in range(30))
