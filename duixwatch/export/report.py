@@ -32,6 +32,7 @@ Definitions, stated once:
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
@@ -119,6 +120,12 @@ class Threshold:
     seconds: float
     #: The policy's name; ``None`` for a ``--threshold``.
     policy: str | None = None
+    #: The policy's ``protect_sessions`` globs: sessions it would never have closed.
+    protect: tuple[str, ...] = ()
+
+    def protects(self, session_id: str) -> bool:
+        """Whether the policy would have left ``session_id`` alone (a protected id)."""
+        return any(fnmatch.fnmatchcase(session_id, glob) for glob in self.protect)
 
     @property
     def label(self) -> str:
@@ -136,7 +143,11 @@ def parse_thresholds(text: str) -> list[Threshold]:
 def policy_thresholds(policies: Iterable[PolicyConfig], app: AppRef) -> list[Threshold]:
     """The thresholds of the ``session_age_over_seconds`` policies that select ``app``."""
     return [
-        Threshold(p.match.session_age_over_seconds, policy=p.name)
+        Threshold(
+            p.match.session_age_over_seconds,
+            policy=p.name,
+            protect=tuple(str(glob) for glob in p.protect_sessions),
+        )
         for p in policies
         if isinstance(p.match, kinds.SessionAge) and p.selects(app)
     ]
@@ -252,12 +263,17 @@ def histogram(durations: Iterable[float]) -> tuple[int, ...]:
 
 
 def backtest(
-    durations: Sequence[float], thresholds: Iterable[Threshold]
+    sessions: Sequence[HistoryRow], thresholds: Iterable[Threshold]
 ) -> tuple[BacktestRow, ...]:
-    """Per threshold, in increasing order: sessions longer than it and the minutes saved."""
+    """Per threshold, in increasing order: the sessions longer than it (but those its policy
+    protects) and the minutes saved."""
     rows = []
     for threshold in sorted(thresholds, key=lambda t: (t.seconds, t.policy is None)):
-        over = [d - threshold.seconds for d in durations if d > threshold.seconds]
+        over = [
+            r.duration_seconds - threshold.seconds
+            for r in sessions
+            if r.duration_seconds > threshold.seconds and not threshold.protects(r.session_id)
+        ]
         rows.append(BacktestRow(threshold, len(over), sum(over) / 60))
     return tuple(rows)
 
@@ -289,7 +305,7 @@ def summarize(
         durations=percentiles,
         busiest=busiest_hour(rows),
         buckets=histogram(durations),
-        backtest=backtest(durations, thresholds),
+        backtest=backtest(rows, thresholds),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -17,6 +18,13 @@ from duixwatch.watch.lifecycle import DURATION_BUCKETS
 from duixwatch.watch.state import HistoryRow
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class App:
+    """An APP as policies select it."""
+
+    name = "desk"
+    app_id = "1377185422953811968"
 
 
 def row(
@@ -79,10 +87,6 @@ def test_thresholds_are_a_comma_list_with_duplicates_once() -> None:
 
 
 def test_the_age_policies_that_select_an_app_give_its_thresholds() -> None:
-    class App:
-        name = "desk"
-        app_id = "1377185422953811968"
-
     policies = [
         PolicyConfig.model_validate(
             {
@@ -197,6 +201,28 @@ def test_the_backtest_counts_sessions_over_the_threshold_and_the_minutes_beyond_
         # 90 and 240 are over 45: 45 + 195
         report.BacktestRow(Threshold(2700, policy="max-age"), 2, 240.0),
     )
+
+
+def test_the_backtest_leaves_out_the_sessions_a_policy_protects() -> None:
+    """A policy's ``protect_sessions`` would never have closed those: the backtest says so."""
+    vip, other = replace(row(90), session_id="1860-vip"), replace(row(240), session_id="42")
+    policy = PolicyConfig.model_validate(
+        {
+            "name": "max-age",
+            "match": {"session_age_over_seconds": 2700},
+            "action": "stop_sessions",
+            "protect_sessions": ["1860*"],
+        }
+    )
+    (threshold,) = report.policy_thresholds([policy], App())
+    a = report.summarize("desk", [vip, other], [threshold, Threshold(2700)])
+    by_policy = {b.threshold.policy: b for b in a.backtest}
+    assert (by_policy["max-age"].sessions, by_policy["max-age"].session_minutes_saved) == (
+        1,
+        195.0,
+    )
+    # a --threshold has no protections: both
+    assert (by_policy[None].sessions, by_policy[None].session_minutes_saved) == (2, 240.0)
 
 
 def test_the_histogram_uses_the_duration_metric_buckets_upper_bound_included() -> None:
