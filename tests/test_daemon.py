@@ -409,6 +409,49 @@ async def test_dialog_probes_run_export_show_on_status_and_follow_reloads(
             assert [p["probe"] for p in status["dialog_probes"]] == ["bot"]
 
 
+async def test_a_stream_probe_exports_its_first_answer_latency_as_the_backend_caused_it(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """The streaming counterpart of the JSON latency check above: the headers come at once,
+    the first chunk after ``first_chunk_delay_seconds`` and each later one after
+    ``chunk_delay_seconds``; the phases exported are those (within 50 ms)."""
+    async with loopback_sim() as (backend, backend_app):
+        backend_app.state.dialog.set_faults(
+            type(backend_app.state.dialog.faults).from_dict(
+                {"first_chunk_delay_seconds": 0.4, "chunk_delay_seconds": 0.05}
+            )
+        )
+        probes = [
+            {
+                "name": "streamer",
+                "url": f"{backend}/dialog/stream",
+                "mode": "stream",
+                "interval_seconds": 1,
+            }
+        ]
+        path = write_config(tmp_path / "c.yaml", sim, dialog_probes=probes)
+        async with running(sim, path) as (_daemon, http):
+            with anyio.fail_after(WAIT_SECONDS):
+                while True:
+                    text = (await http.get("/metrics")).text
+                    if value(text, "duixwatch_dialog_probe_success", probe="streamer") is not None:
+                        break
+                    await anyio.sleep(0.05)
+
+            def phase(name: str) -> float | None:
+                return value(
+                    text, "duixwatch_dialog_probe_duration_seconds", probe="streamer", phase=name
+                )
+
+            assert value(text, "duixwatch_dialog_probe_success", probe="streamer") == 1
+            chunks = value(text, "duixwatch_dialog_probe_answer_chunks", probe="streamer")
+            assert chunks is not None
+            assert chunks > 1
+            assert phase("first_byte") == pytest.approx(0.0, abs=0.05)
+            assert phase("first_answer") == pytest.approx(0.4, abs=0.05)
+            assert phase("total") == pytest.approx(0.4 + 0.05 * (chunks - 1), abs=0.05)
+
+
 async def test_watched_conversations_and_avatars_reach_metrics_and_status(
     sim: Simulator, tmp_path: Path
 ) -> None:

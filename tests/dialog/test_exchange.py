@@ -102,6 +102,82 @@ async def test_an_answer_over_the_budget(backend: tuple[str, Any]) -> None:
     assert "timing.budget" in failed(report)
 
 
+# The timing faults against a short budget (0.5 s, where DUIX's is 20 s) and a longer timeout:
+# the answer arrives, complete and well formed, but too late. (path, faults, the expected time
+# to the first byte and to the first answer; the end follows from the number of frames.)
+@pytest.mark.parametrize(
+    ("path", "faults", "first_byte", "first_answer"),
+    [
+        # The stream's headers come at once, its first chunk late.
+        ("/dialog/stream", {"first_chunk_delay_seconds": 0.6}, 0.0, 0.6),
+        ("/dialog/stream?format=ndjson", {"first_chunk_delay_seconds": 0.6}, 0.0, 0.6),
+        # A JSON answer is one frame: its first chunk is its body, headers included.
+        ("/dialog", {"first_chunk_delay_seconds": 0.6}, 0.6, 0.6),
+        # The first answer is at once, each chunk after it late: only the end is over.
+        ("/dialog/stream", {"chunk_delay_seconds": 0.15}, 0.0, 0.0),
+    ],
+)
+async def test_a_slow_answer_is_over_the_budget_with_its_timings(
+    backend: tuple[str, Any],
+    path: str,
+    faults: dict[str, Any],
+    first_byte: float,
+    first_answer: float,
+) -> None:
+    report = await run(backend, path, faults, budget_seconds=0.5, timeout_seconds=3)
+    assert failed(report) == {"timing.budget"}, report.rules
+    assert report.failure_reason == "over_budget"
+    asked = report.asked[0]
+    frames = len(asked.exchange.frames)
+    total = first_answer + faults.get("chunk_delay_seconds", 0.0) * (frames - 1)
+    assert total > 0.5
+    assert asked.exchange.first_byte == pytest.approx(first_byte, abs=TOLERANCE)
+    assert asked.outcome.first_answer == pytest.approx(first_answer, abs=TOLERANCE)
+    assert asked.outcome.total == pytest.approx(total, abs=TOLERANCE)
+    (rule,) = [r for r in report.rules if r.rule == "timing.budget"]
+    assert f"answered in {asked.outcome.total:.3f}s of the 0.5s budget" in rule.detail
+
+
+@pytest.mark.parametrize(
+    "faults", [{"first_chunk_delay_seconds": 0.45}, {"chunk_delay_seconds": 0.11}]
+)
+async def test_a_slow_stream_near_the_budget_is_a_warning(
+    backend: tuple[str, Any], faults: dict[str, Any]
+) -> None:
+    """Above 80 % of the budget (0.45 s of 0.5 s): conformant, with a WARN on the timing."""
+    report = await run(backend, "/dialog/stream", faults, budget_seconds=0.5, timeout_seconds=3)
+    assert report.conformant, report.rules
+    (rule,) = [r for r in report.rules if r.rule == "timing.budget"]
+    assert rule.verdict == "WARN"
+    assert rule.detail.endswith(": near the budget")
+    total = report.asked[0].outcome.total
+    assert total is not None
+    assert 0.4 < total <= 0.5
+
+
+@pytest.mark.parametrize(
+    ("faults", "some_frames"),
+    [
+        ({"first_chunk_delay_seconds": 0.8}, False),  # not one chunk before the deadline
+        ({"chunk_delay_seconds": 0.3}, True),  # at 0 and 0.3 s, then cut short at 0.5 s
+    ],
+)
+async def test_a_stream_slower_than_the_timeout_is_a_timeout(
+    backend: tuple[str, Any], faults: dict[str, Any], some_frames: bool
+) -> None:
+    """The README's comparison rows: with the timeout at the budget, a slow stream is cut off
+    by the deadline and fails ``transport`` (timeout), not ``timing.budget``."""
+    report = await run(backend, "/dialog/stream", faults, budget_seconds=0.5, timeout_seconds=0.5)
+    assert report.failure_reason == "timeout"
+    assert "transport" in failed(report), report.rules
+    assert "timing.budget" not in {r.rule for r in report.rules}
+    asked = report.asked[0]
+    assert asked.exchange.status == 200
+    assert bool(asked.exchange.frames) is some_frames
+    assert not any('"isEnd": true' in frame.data for frame in asked.exchange.frames)
+    assert asked.outcome.total is None
+
+
 async def test_the_configured_headers_are_sent(backend: tuple[str, Any]) -> None:
     faults = {"require_header": {"name": "Authorization", "value": "Bearer t0k"}}
     report = await run(backend, "/dialog/stream", faults, headers={"Authorization": "Bearer t0k"})

@@ -1,8 +1,10 @@
-"""dialog.prober: probes on their schedule, questions in turn, reloads in place."""
+"""dialog.prober: probes on their schedule, questions in turn, reloads in place, and at most
+4 runs in flight."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio
@@ -12,6 +14,9 @@ from duixwatch.dialog.prober import Prober, ProbeResult
 from duixwatch.dialog.schema import DialogProbeConfig
 from duixwatch.sim import Simulator, create_app
 from tests.fakes import FakeClock
+
+ASGIReceive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class Results:
@@ -23,6 +28,51 @@ class Results:
 
     def of(self, name: str) -> list[ProbeResult]:
         return [r for r in self.seen if r.probe == name]
+
+
+class Gate:
+    """A dialog backend (ASGI) that holds every question until :attr:`opened` is set, then
+    answers it conformantly; it counts the questions it holds, and the most at once."""
+
+    def __init__(self) -> None:
+        self.opened = anyio.Event()
+        self.in_flight = 0
+        self.most = 0
+        self.asked = 0
+
+    async def __call__(
+        self, scope: MutableMapping[str, Any], receive: ASGIReceive, send: ASGISend
+    ) -> None:
+        assert scope["type"] == "http"
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        self.asked += 1
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await self.opened.wait()
+        finally:
+            self.in_flight -= 1
+        asked = json.loads(body)
+        envelope = {
+            "code": "0",
+            "success": True,
+            "data": {"conversationId": asked["dh-conversation-id"], "answer": "hi"},
+        }
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": json.dumps(envelope).encode()})
+
+    def client(self, _: DialogProbeConfig) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self))
 
 
 def probe(name: str, path: str = "/dialog", **kw: Any) -> DialogProbeConfig:
@@ -113,3 +163,50 @@ async def test_a_reload_keeps_unchanged_probes_restarts_changed_and_drops_remove
         lambda: all(results.of(n) for n in ("keep", "change", "drop")),
         then=reload,
     )
+
+
+EIGHT = [f"p{i}" for i in range(8)]
+
+
+async def test_at_most_four_runs_are_in_flight_and_the_rest_wait_for_a_slot(
+    clock: FakeClock,
+) -> None:
+    """8 probes on a backend that holds every question: 4 reach it, 4 wait (the default
+    ``max_concurrent``, the daemon's); once it answers, every probe gets its run."""
+    gate, results = Gate(), Results()
+    prober = Prober(clock=clock, observer=results, client_factory=gate.client)
+
+    async def held_then_released() -> None:
+        await anyio.sleep(0.3)  # time enough for a fifth to arrive, were it let through
+        assert gate.in_flight == 4
+        assert gate.asked == 4
+        assert results.seen == []
+        gate.opened.set()
+        while not all(results.of(name) for name in EIGHT):
+            await anyio.sleep(0.01)
+
+    await run_until(
+        prober,
+        [probe(name, timeout_seconds=20) for name in EIGHT],
+        lambda: gate.in_flight >= 4,
+        then=held_then_released,
+    )
+    assert gate.most == 4
+    assert all(r.success for r in results.seen), [r.failed_rule for r in results.seen]
+
+
+async def test_a_hung_backend_holds_a_slot_only_until_the_probes_timeout(
+    clock: FakeClock,
+) -> None:
+    """Never answered: each run gives its slot up at its timeout (0.3 s), so the 8 probes all
+    fail as ``timeout`` in turns of at most 4."""
+    gate, results = Gate(), Results()
+    prober = Prober(clock=clock, observer=results, client_factory=gate.client)
+    await run_until(
+        prober,
+        [probe(name, timeout_seconds=0.3) for name in EIGHT],
+        lambda: all(results.of(name) for name in EIGHT),
+    )
+    assert gate.most == 4
+    assert {r.reason for r in results.seen} == {"timeout"}
+    assert not gate.opened.is_set()
