@@ -450,6 +450,39 @@ def test_avatar_status_follows_the_seed_and_tolerates_the_newer_docs() -> None:
     assert unknown.status == "unknown"
 
 
+@pytest.mark.parametrize(
+    ("field", "code", "status"),
+    [
+        # the seed (createAvatar/queryAvatar): customizedStatus 0 training / 1 success / 2 failed
+        ("customizedStatus", 0, "training"),
+        ("customizedStatus", 1, "success"),
+        ("customizedStatus", 2, "failed"),
+        ("customizedStatus", "2", "failed"),  # a code sent as text is the same code
+        # the newer public docs: status 0 training / 1 failed / 2 success
+        ("status", 0, "training"),
+        ("status", 1, "failed"),
+        ("status", 2, "success"),
+        ("status", "2", "success"),
+        ("status", 3, "unknown"),
+    ],
+)
+def test_both_avatar_status_vocabularies_are_understood_by_which_field_is_present(
+    field: str, code: int | str, status: str
+) -> None:
+    avatar = parse.parse_avatar({"id": 7, field: code}, requested_id="7")
+    assert avatar.status == status
+    assert avatar.status_code == int(code)
+
+
+def test_the_seeds_customized_status_wins_when_both_fields_are_present() -> None:
+    # 1 is "success" in the seed's vocabulary and "failed" in the newer docs'
+    both = parse.parse_avatar({"id": 7, "customizedStatus": 1, "status": 1}, requested_id="7")
+    assert both.status == "success"
+    # 2 is "failed" in the seed's and "success" in the newer docs'
+    both = parse.parse_avatar({"id": 7, "customizedStatus": 2, "status": 2}, requested_id="7")
+    assert both.status == "failed"
+
+
 def test_created_avatar_id_from_id_or_task_id() -> None:
     assert parse.parse_avatar_created({"id": 42}).avatar_id == "42"
     assert parse.parse_avatar_created({"taskId": "t"}).avatar_id == "t"

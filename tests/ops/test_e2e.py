@@ -18,6 +18,7 @@ import json
 import math
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -116,9 +117,12 @@ def queries(only: str | None) -> list[tuple[str, str, str]]:
 class Stack:
     """The running processes and how to ask them things."""
 
-    def __init__(self, sim: str, daemon: str, prometheus: str, config: dict[str, Any]) -> None:
+    def __init__(
+        self, sim: str, daemon: str, prometheus: str, config: dict[str, Any], daemon_log: Path
+    ) -> None:
         self.sim, self.daemon, self.prometheus, self.config = sim, daemon, prometheus, config
         self.app = config["apps"][0]["name"]  # the app with the old sessions
+        self.daemon_log = daemon_log  # what `duixwatch run` wrote (JSON lines: not a terminal)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         expr = expr.replace("$__rate_interval", RATE_INTERVAL).replace("$app", self.app)
@@ -185,6 +189,19 @@ def hang_up(stack: Stack, app: dict[str, Any], sessions: list[str]) -> None:
         ).raise_for_status()
         count = f"duix_app_session_duration_seconds_count{selector} == {ended}"
         eventually(partial(stack.query, count), timeout=20, what=f"{ended} ended session(s)")
+
+
+def log_events(stack: Stack) -> list[dict[str, Any]]:
+    """The daemon's log lines so far that are JSON objects (structlog's events)."""
+    events = []
+    for line in stack.daemon_log.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and "event" in event:
+            events.append(event)
+    return events
 
 
 def empty_panels(stack: Stack, targets: list[tuple[str, str, str]]) -> list[str] | None:
@@ -258,7 +275,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 tmp / "prometheus.log",
             ),
         ):
-            running = Stack(f"{sim}", f"http://{daemon}", f"http://{prom}", config)
+            running = Stack(
+                f"{sim}", f"http://{daemon}", f"http://{prom}", config, tmp / "daemon.log"
+            )
             eventually(
                 lambda: httpx.get(f"{running.daemon}/readyz", timeout=1).status_code == 200,
                 timeout=30,
@@ -432,12 +451,27 @@ def test_a_conversation_change_is_counted_and_fires_its_alert(stack: Stack) -> N
     selector = f'{{app="{app["name"]}",conversation="{conversation}"}}'
     series = f"duix_conversation_config_changes_total{selector}"
     eventually(lambda: stack.query(f"{series} == 0"), timeout=20, what="the first read")
+    (info,) = stack.query(f"duix_conversation_info{selector}")
+    old_voice = info["metric"]["tts_speaker"]
+    assert old_voice
+    assert old_voice != "e2e-voice"
     httpx.patch(
         f"{stack.sim}/_sim/apps/{app['app_id']}/conversations/{conversation}",
         json={"detailDto.ttsSpeaker": "e2e-voice"},
         timeout=5,
     ).raise_for_status()
     eventually(lambda: stack.query(f"{series} == 1"), timeout=20, what="the change counted")
+    # the daemon logged it once, with the key path and neither the new value nor the old one
+    logged = eventually(
+        lambda: [e for e in log_events(stack) if e["event"] == "conversation_changed"],
+        timeout=10,
+        what="conversation_changed in the daemon's log",
+    )
+    (changed,) = logged
+    assert (changed["app"], changed["conversation"]) == (app["name"], conversation)
+    assert changed["paths"] == ["detailDto.ttsSpeaker"]
+    assert "e2e-voice" not in stack.daemon_log.read_text()
+    assert old_voice not in json.dumps(changed)
     found = eventually(
         lambda: [
             a

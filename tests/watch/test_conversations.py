@@ -18,6 +18,7 @@ from duixwatch.core import documents, models
 from duixwatch.duix import DuixClient
 from duixwatch.sim import Simulator, create_app
 from duixwatch.watch.conversations import (
+    AVATAR_POLL_SECONDS,
     DocumentWatch,
     changed_paths,
     conversation_labels,
@@ -197,3 +198,28 @@ async def test_avatars_are_watched_until_their_training_ends(clock: FakeClock) -
         assert by_id[bad.avatar_id].status == "failed"
         assert by_id[bad.avatar_id].reason
         assert by_id[good.avatar_id].training_since is not None
+
+
+async def test_an_avatar_is_no_longer_queried_once_its_training_is_final(
+    clock: FakeClock,
+) -> None:
+    sim = Simulator(apps=1, seed=5, clock=clock, workload=False, avatar_training_seconds=120)
+    app = _app(sim)
+
+    def queries() -> int:
+        return sim.stats.requests.get((app.app_id, "queryAvatar"), 0)
+
+    async with watching(sim, clock) as (watch, client):
+        spec = documents.AvatarSpec(custom_type=2, avatar_name="host", cover_url="https://x/p.png")
+        avatar = await client.create_avatar(app.credentials, spec)
+        watch.apply([app.model_copy(update={"avatars": (avatar.avatar_id,)})], client)
+        await _until(lambda: watch.avatars() and watch.avatars()[0].final, clock)
+        assert watch.avatars()[0].status == "success"
+        final = queries()
+        # it was asked while training (120 s, every AVATAR_POLL_SECONDS), and then once final
+        assert final >= 120 // AVATAR_POLL_SECONDS
+        for _ in range(10):
+            clock.advance(10 * AVATAR_POLL_SECONDS)
+            await anyio.sleep(0.01)  # real time: a loop still polling would run meanwhile
+        assert queries() == final
+        assert watch.avatars()[0].final  # still known, just no longer asked about
