@@ -45,12 +45,19 @@ def eventually(check: Callable[[], T | None], *, timeout: float, what: str) -> T
 
 @contextmanager
 def process(
-    args: list[str], log: Path, *, env: dict[str, str] | None = None
+    args: list[str],
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``args`` with output to ``log``; killed on exit if still running."""
+    """Run ``args`` with output to ``log``; killed on exit if still running. ``preexec_fn``
+    runs in the child before it starts (e.g. to lower a resource limit)."""
     with (
         log.open("wb") as out,
-        subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env) as p,
+        subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn
+        ) as p,
     ):
         try:
             yield p

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import resource
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 import anyio
+import structlog
 from anyio.abc import TaskGroup
 
 from duixwatch.config import Config
@@ -26,13 +28,17 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_USAGE",
+    "FD_RESERVE",
     "GC_THRESHOLDS",
     "AddCommand",
     "Run",
     "UsageError",
     "configure_logs",
+    "descriptors_needed",
+    "fd_limit_warning",
     "long_running_gc",
     "own_command",
+    "raise_fd_limit",
     "run",
     "until_signal",
 ]
@@ -132,3 +138,46 @@ def long_running_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+#: Descriptors duixwatch needs besides its HTTP connections and the DUIX client's pool: the
+#: listener, the state database, the audit log, log output, webhook and dialog probe
+#: connections, the event loop's own.
+FD_RESERVE = 64
+
+
+def descriptors_needed(config: Config) -> int:
+    """Open files a flood of connections can drive the daemon to: every HTTP connection
+    ``server.max_connections`` allows, the DUIX pool (``duix.max_in_flight``) and the reserve."""
+    return config.server.max_connections + config.duix.max_in_flight + FD_RESERVE
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit, as Go programs (every Prometheus
+    exporter) do at start, so that a flood of connections cannot take the descriptors the DUIX
+    client needs; the ``(soft, hard)`` limits in force after it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            structlog.get_logger("duixwatch.cli").warning(
+                "fd_limit_raise_failed", soft=soft, hard=hard, error=str(exc)
+            )
+        else:
+            soft = target
+    return soft, hard
+
+
+def fd_limit_warning(config: Config, soft: int) -> str | None:
+    """What to say when the open-file limit is below :func:`descriptors_needed`."""
+    needed = descriptors_needed(config)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return None
+    return (
+        f"the open-file limit ({soft}) is below what server.max_connections "
+        f"({config.server.max_connections}) + duix.max_in_flight ({config.duix.max_in_flight}) "
+        f"+ {FD_RESERVE} need ({needed}): a flood of connections could starve the polls; "
+        "raise LimitNOFILE (ulimit -n) or lower server.max_connections"
+    )

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 from pathlib import Path
 from typing import TextIO
 
 import anyio
+import structlog
 from pydantic import ValidationError
 
 from duixwatch.cli import output, runtime
@@ -56,6 +58,10 @@ def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
                 f"{len(app.app_id)} digits; DUIX app ids have {DUIX_ID_DIGITS}",
                 file=sys.stderr,
             )
+    # What `run` would have: the soft limit raised to the hard one.
+    warning = runtime.fd_limit_warning(config, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    if warning is not None:
+        print(f"duixwatch check: warning: {warning}", file=sys.stderr)
     names = ", ".join(a.name for a in config.apps)
     policies = len(config.policies)
     enforcement = "ENABLED" if config.enforcement.enabled else "disabled"
@@ -80,6 +86,13 @@ def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     config = _load(args)
     runtime.configure_logs(args, config)
+    soft, hard = runtime.raise_fd_limit()
+    log = structlog.get_logger("duixwatch.cli")
+    warning = runtime.fd_limit_warning(config, soft)
+    if warning is not None:
+        log.warning("fd_limit_low", soft=soft, hard=hard, detail=warning)
+    else:
+        log.info("fd_limit", soft=soft, hard=hard, needed=runtime.descriptors_needed(config))
     sharding = None
     if args.shard_count is not None:
         index = "auto" if args.shard_index is None else args.shard_index

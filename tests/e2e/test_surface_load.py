@@ -5,6 +5,8 @@ slow-request (slowloris) connections beyond max_connections leaves /metrics answ
 from __future__ import annotations
 
 import contextlib
+import os
+import resource
 import socket
 import time
 from collections.abc import Iterator
@@ -27,7 +29,9 @@ APPS, INTERVAL = 10, 1.0
 
 
 @contextmanager
-def daemon(tmp_path: Path, **server: Any) -> Iterator[str]:
+def daemon(tmp_path: Path, **server: Any) -> Iterator[Any]:
+    """The daemon against a simulator: its base URL (with ``preexec_fn``: and its pid)."""
+    preexec = server.pop("preexec_fn", None)
     sim_port, http_port = free_port(), free_port()
     config = procs.sim_config(sim_port, apps=APPS, seed=11)
     for app in config["apps"]:
@@ -39,13 +43,15 @@ def daemon(tmp_path: Path, **server: Any) -> Iterator[str]:
     base = f"http://127.0.0.1:{http_port}"
     sim = procs.start_sim(sim_port, tmp_path / "sim.log", apps=APPS, seed=11)
     try:
-        with process([*DUIXWATCH, "run", "-c", str(path)], tmp_path / "daemon.log"):
+        with process(
+            [*DUIXWATCH, "run", "-c", str(path)], tmp_path / "daemon.log", preexec_fn=preexec
+        ) as proc:
             eventually(
                 lambda: httpx.get(f"{base}/readyz", timeout=1).status_code == 200,
                 timeout=20,
                 what="/readyz",
             )
-            yield base
+            yield base if preexec is None else (base, proc.pid)
     finally:
         sim.kill()
         sim.wait(timeout=10)
@@ -133,3 +139,61 @@ def test_a_slowloris_flood_beyond_max_connections_leaves_metrics_answering(
             if s.name == "duixwatch_http_connections_dropped_total"
         }
         assert dropped["evicted"] + dropped["read_timeout"] >= 200, dropped
+
+
+def open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def soft_nofile(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no 'Max open files' line")
+
+
+@pytest.mark.timeout(120)
+def test_1500_slowloris_connections_change_nothing_for_scrapes_polls_or_descriptors(
+    tmp_path: Path,
+) -> None:
+    """The issue's attack at the default bounds (max_connections 512, read timeout 5 s), the
+    daemon started with a soft limit of 1,024 open files: it raises the limit, stays far
+    below it, answers /metrics within 1 s and polls every app on schedule throughout."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard >= 4096, f"this test needs a hard open-file limit of 4096, not {hard}"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))  # 1,500 sockets here
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+
+    with (
+        daemon(tmp_path, preexec_fn=low_limit) as (base, pid),
+        ExitStack() as stack,
+    ):
+        assert soft_nofile(pid) == hard  # raised at start, as Go exporters do
+        held = idle_connections(stack, base, 1500, slow=True)
+        deadline = time.monotonic() + 12  # past two read timeouts
+        worst_scrape = worst_gap = 0.0
+        most_files = 0
+        rounds = 0
+        while time.monotonic() < deadline and rounds < 200:
+            for sock in held[rounds % 10 :: 10]:  # a byte now and then, slowloris-style
+                with contextlib.suppress(OSError):  # closed by the server: the point
+                    sock.send(b"X")
+            elapsed, body = scrape(base)
+            worst_scrape = max(worst_scrape, elapsed)
+            now = time.time()
+            polls = last_polls(body)
+            assert len(polls) == APPS
+            worst_gap = max(worst_gap, *(now - ts for ts in polls.values()))
+            most_files = max(most_files, open_files(pid))
+            rounds += 1
+            time.sleep(0.2)
+    assert worst_scrape < 1.0, worst_scrape
+    assert worst_gap < 2 * INTERVAL + 0.5, worst_gap
+    # max_connections 512 + duix.max_in_flight 32 + the reserve of 64
+    assert most_files <= 512 + 32 + 64, most_files
+    print(
+        f"1,500 slowloris connections: worst scrape {worst_scrape * 1000:.0f} ms, worst poll "
+        f"gap {worst_gap:.2f} s (interval {INTERVAL:g} s), at most {most_files} open files"
+    )
