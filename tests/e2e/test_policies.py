@@ -167,3 +167,43 @@ def _first_seen(base: str, app: str) -> dict[str, str] | None:
     items = sessions.get("items") or []
     seen = {i["session_id"]: i["first_seen_at"] for i in items if i["first_seen_at"]}
     return seen or None
+
+
+def test_after_a_sigkill_the_call_it_cut_off_gets_an_unknown_outcome_at_restart(
+    sim: Sim,
+) -> None:
+    """SIGKILL while a stop is in flight leaves its intent without an outcome; the restarted
+    daemon writes `outcome: unknown` for it at the APP's first poll, saying whether the session
+    was still live, and leaves no intent open."""
+    stale = sim.add(0, 3, 3600)
+    sim.fault(app="*", endpoint="sessionStop", latency_seconds=30)  # the stop never returns
+    config = sim.write_config([age_policy(apps=[sim.app(0)["name"]])])
+    audit_path = sim.tmp / "state" / "audit.jsonl"
+    with run_daemon(config, sim.tmp / "daemon-1.log") as daemon:
+        eventually(lambda: sim.stops() >= 1, timeout=20, what="a stop in flight")
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(timeout=10)
+    (cut,) = audit.open_intents(audit.read_audit(audit_path).records)
+    assert cut["session_id"] in stale
+    httpx.delete(f"{sim.url}/_sim/faults", timeout=5).raise_for_status()
+    disabled = yaml.safe_load(config.read_text())
+    disabled["enforcement"]["enabled"] = False  # the restart only settles, it stops nothing
+    config.write_text(yaml.safe_dump(disabled))
+    with run_daemon(config, sim.tmp / "daemon-2.log"):
+        eventually(
+            lambda: not audit.open_intents(audit.read_audit(audit_path).records),
+            timeout=20,
+            what="the open intent settled",
+        )
+    records = audit.read_audit(audit_path).records
+    (settled,) = [
+        r for r in records if r["event"] == "outcome" and r["session_id"] == cut["session_id"]
+    ]
+    assert settled["outcome"] == "unknown"
+    assert (settled["cycle"], settled["policy"]) == (cut["cycle"], cut["policy"])
+    live = cut["session_id"] in sim.live(0)
+    expected = "still live" if live else "gone"
+    assert f"the session was {expected} at the first poll after the restart" in settled["reason"]
+    log = (sim.tmp / "daemon-2.log").read_text()
+    assert "audit_open_intents" in log
+    assert "audit_intent_settled" in log
