@@ -21,7 +21,9 @@ from typing import Any, TextIO, cast
 import structlog
 from pydantic import SecretStr
 
-__all__ = ["configure", "drop_secrets", "get_logger"]
+from duixwatch.core.text import inert
+
+__all__ = ["configure", "drop_secrets", "get_logger", "inert_values"]
 
 _SECRET_NAME_PARTS = ("app_key", "appkey", "token", "authorization", "password", "secret")
 
@@ -40,6 +42,19 @@ def drop_secrets(
     for key, value in event_dict.items():
         if isinstance(value, SecretStr):
             event_dict[key] = "**********"
+    return event_dict
+
+
+def inert_values(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor for the console renderer: string values (a session id from the
+    platform, an error text) cannot move the cursor, recolour or reverse the terminal line:
+    control and format characters are shown as ``\\uXXXX`` (newlines and tabs kept in a
+    traceback). JSON lines need no such step: the encoder escapes them."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = inert(value, keep="\n\t" if key == "exception" else "")
     return event_dict
 
 
@@ -80,6 +95,7 @@ def configure(
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
             drop_secrets,
             structlog.processors.format_exc_info,
+            *(() if json else (inert_values,)),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

@@ -8,13 +8,13 @@ scaling readings and dialog probe results, the plain HTML page a browser gets fo
 from __future__ import annotations
 
 import html
-import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from duixwatch.core import models
 from duixwatch.core.fields import redact_url
+from duixwatch.core.text import inert
 from duixwatch.dialog.prober import ProbeResult
 from duixwatch.dialog.schema import DialogProbeConfig
 from duixwatch.export.autoscaling import ScalingReading
@@ -325,9 +325,7 @@ def _visible(text: str) -> str:
     """``text`` HTML-escaped, with control and bidirectional-override characters (which a
     platform-supplied id may carry: U+202E turns the rest of a line around) shown as
     ``\\u202e`` instead of acting on the page."""
-    return html.escape(
-        "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf") else c for c in text)
-    )
+    return html.escape(inert(text))
 
 
 def status_html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> str:

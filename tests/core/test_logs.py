@@ -81,3 +81,23 @@ def test_a_flood_of_one_asyncio_complaint_is_logged_once_per_interval() -> None:
     assert "(9999 more like it in the last 0.2 s)" in str(later.msg)
     other = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "something else", None, None)
     assert limit.filter(other)
+
+
+def test_the_console_shows_control_and_bidi_characters_instead_of_obeying_them() -> None:
+    """A session id or error text from the platform cannot recolour, move or reverse a
+    terminal line; JSON lines escape them by themselves."""
+    hostile = "123\u202e456\x1b[31m\x07\x00"
+    stream = io.StringIO()
+    logs.configure(json=False, level="info", stream=stream)
+    logs.get_logger("t").info("session_stopped", session_id=hostile)
+    line = stream.getvalue()
+    assert "\u202e" not in line
+    assert "\x1b" not in line
+    assert "\x07" not in line
+    assert "\x00" not in line
+    assert "123\\u202e456\\u001b[31m\\u0007\\u0000" in line
+    stream = io.StringIO()
+    logs.configure(json=True, level="info", stream=stream)
+    logs.get_logger("t").info("session_stopped", session_id=hostile)
+    assert json.loads(stream.getvalue())["session_id"] == hostile  # escaped, and lossless
+    assert "\u202e" not in stream.getvalue()
