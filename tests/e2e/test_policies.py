@@ -4,8 +4,10 @@ and `duixwatch plan` as processes, sessions of chosen ages, and the simulator's 
 from __future__ import annotations
 
 import json
+import resource
 import signal
 import subprocess
+import threading
 import time
 
 import httpx
@@ -207,3 +209,71 @@ def test_after_a_sigkill_the_call_it_cut_off_gets_an_unknown_outcome_at_restart(
     log = (sim.tmp / "daemon-2.log").read_text()
     assert "audit_open_intents" in log
     assert "audit_intent_settled" in log
+
+
+@pytest.mark.timeout(90)
+def test_a_full_disk_aborts_the_quota_policy_as_state_unavailable_and_it_resumes(
+    sim: Sim,
+) -> None:
+    """The disk fills (the daemon's file-size limit set to 0 from outside: every write to a
+    file fails, as on a full disk) while a `max_sessions` policy must start its for_seconds
+    clock: it aborts as `state_unavailable` (logged once, counted, on /status), polling goes on,
+    nothing is stopped; once writes work again it resumes and trims after for_seconds."""
+    kept = sim.add(0, 2, 600)
+    policy = {
+        "name": "quota-guard",
+        "apps": [sim.app(0)["name"]],
+        "match": {"max_sessions": 2, "for_seconds": 3},
+        "action": "stop_sessions",
+        "select": "newest",
+        "dry_run": False,
+        "max_actions_percent": 100,
+    }
+    config = sim.write_config([policy])
+    base = f"http://{yaml.safe_load(config.read_text())['server']['listen']}"
+    lines: list[str] = []
+    # A pipe, not a file, for its output: the limit must not stop it from logging.
+    with subprocess.Popen(
+        [*DUIXWATCH, "run", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as daemon:
+        reader = threading.Thread(target=lambda: lines.extend(daemon.stdout or ()), daemon=True)
+        reader.start()
+        try:
+            eventually(
+                lambda: httpx.get(f"{base}/readyz", timeout=1).status_code == 200,
+                timeout=20,
+                what="/readyz",
+            )
+            resource.prlimit(daemon.pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+            extra = sim.add(0, 2, 10)  # over the quota: the clock must be written now
+
+            def aborted() -> float | None:
+                text = httpx.get(f"{base}/metrics", timeout=2).text
+                for line in text.splitlines():
+                    if line.startswith("duixwatch_policy_aborts_total{") and (
+                        'reason="state_unavailable"' in line
+                    ):
+                        return float(line.rsplit(" ", 1)[1]) >= 3 or None
+                return None
+
+            eventually(aborted, timeout=20, what="three state_unavailable aborts")
+            plan = httpx.get(f"{base}/status", timeout=2).json()["policies"]
+            assert [p["abort"]["reason"] for p in plan] == ["state_unavailable"]
+            assert sim.live(0) == set(kept) | set(extra)  # nothing stopped meanwhile
+            assert httpx.get(f"{base}/healthz", timeout=2).status_code == 200  # still polling
+            resource.prlimit(
+                daemon.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+            )
+            eventually(lambda: sim.live(0) == set(kept), timeout=20, what="the trim, resumed")
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=20)
+            reader.join(timeout=5)
+    events = [json.loads(line).get("event") for line in lines if line.startswith("{")]
+    assert events.count("policy_state_unavailable") == 1, events
+    assert "policy_state_recovered" in events
+    assert "policy_cycle_crashed" not in events
+    assert not any("Traceback" in line for line in lines)
