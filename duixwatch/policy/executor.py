@@ -291,14 +291,9 @@ class Executor:
                 scope.deadline = self._record_deadline()
                 for action in actions:
                     await self._write_or_log(
-                        cycle=cycle,
                         event="abort",
-                        policy=pplan.policy,
-                        app=pplan.app,
-                        app_id=pplan.app_id,
-                        action=action.action,
-                        session_id=action.session_id,
                         reason=f"{reason}: {_HALT_DETAIL[reason]} ({action.reason})",
+                        **_audit_fields(pplan, action, cycle),
                     )
 
     async def _write(self, **fields: Any) -> None:
@@ -357,15 +352,10 @@ class Executor:
                 reason=action.reason,
             )
             await self._write_or_log(
-                cycle=cycle,
                 event="dry_run",
-                policy=pplan.policy,
-                app=pplan.app,
-                app_id=pplan.app_id,
-                action=action.action,
-                session_id=action.session_id,
                 reason=action.reason,
                 outcome="dry_run",
+                **_audit_fields(pplan, action, cycle),
             )
             records.append(record)
         return records
@@ -448,15 +438,7 @@ class Executor:
         timeout and a margin, brought forward by :meth:`stop`). A call without an answer is
         ``failed``, or ``interrupted`` once stopping (whether the platform acted on it is
         not known)."""
-        fields = {
-            "cycle": cycle,
-            "policy": pplan.policy,
-            "app": pplan.app,
-            "app_id": pplan.app_id,
-            "action": action.action,
-            "session_id": action.session_id,
-            "reason": action.reason,
-        }
+        fields = {**_audit_fields(pplan, action, cycle), "reason": action.reason}
         outcome: str | None = None
         error: str | None = None
         timed_out: errors.ApiTimeout | None = None
@@ -518,15 +500,10 @@ class Executor:
         note: str,
     ) -> None:
         await self._write_or_log(
-            cycle=cycle,
             event="outcome",
-            policy=pplan.policy,
-            app=pplan.app,
-            app_id=pplan.app_id,
-            action=action.action,
-            session_id=action.session_id,
             reason=f"{action.reason} ({note})",
             outcome=outcome,
+            **_audit_fields(pplan, action, cycle),
         )
 
     def _notify(
@@ -565,3 +542,15 @@ class Executor:
                 aborted=aborted,
             ),
         )
+
+
+def _audit_fields(pplan: PolicyPlan, action: PlannedAction, cycle: str) -> dict[str, Any]:
+    """The fields every audit line about one planned call carries."""
+    return {
+        "cycle": cycle,
+        "policy": pplan.policy,
+        "app": pplan.app,
+        "app_id": pplan.app_id,
+        "action": action.action,
+        "session_id": action.session_id,
+    }
