@@ -80,3 +80,17 @@ def age_policy(**extra: Any) -> dict[str, Any]:
         "max_actions_percent": 100,
         **extra,
     }
+
+
+def quota_policy(app: str, **extra: Any) -> dict[str, Any]:
+    """A ``max_sessions`` policy trimming the newest sessions of ``app``, enforcing."""
+    return {
+        "name": "quota-guard",
+        "apps": [app],
+        "match": {"max_sessions": 3, "for_seconds": 3},
+        "action": "stop_sessions",
+        "select": "newest",
+        "dry_run": False,
+        "max_actions_percent": 100,
+        **extra,
+    }

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from duixwatch.policy import audit
-from tests.e2e.enforcing import Sim, age_policy, run_daemon
+from tests.e2e.enforcing import Sim, age_policy, quota_policy, run_daemon
 from tests.procs import DUIXWATCH, eventually
 
 pytestmark = pytest.mark.e2e
@@ -72,16 +72,7 @@ def test_dry_run_policies_close_nothing_but_say_what_they_would(sim: Sim) -> Non
 def test_the_quota_policy_trims_the_newest_only_after_for_seconds(sim: Sim) -> None:
     old = sim.add(0, 3, 600)
     newest = sim.add(0, 2, 10)
-    policy = {
-        "name": "quota-guard",
-        "apps": [sim.app(0)["name"]],
-        "match": {"max_sessions": 3, "for_seconds": 3},
-        "action": "stop_sessions",
-        "select": "newest",
-        "dry_run": False,
-        "max_actions_percent": 100,
-    }
-    config = sim.write_config([policy])
+    config = sim.write_config([quota_policy(sim.app(0)["name"])])
     with run_daemon(config, sim.tmp / "daemon.log"):
         started = time.monotonic()
         eventually(lambda: sim.live(0) == set(old), timeout=20, what="the trim")
@@ -220,15 +211,7 @@ def test_a_full_disk_aborts_the_quota_policy_as_state_unavailable_and_it_resumes
     clock: it aborts as `state_unavailable` (logged once, counted, on /status), polling goes on,
     nothing is stopped; once writes work again it resumes and trims after for_seconds."""
     kept = sim.add(0, 2, 600)
-    policy = {
-        "name": "quota-guard",
-        "apps": [sim.app(0)["name"]],
-        "match": {"max_sessions": 2, "for_seconds": 3},
-        "action": "stop_sessions",
-        "select": "newest",
-        "dry_run": False,
-        "max_actions_percent": 100,
-    }
+    policy = quota_policy(sim.app(0)["name"], match={"max_sessions": 2, "for_seconds": 3})
     config = sim.write_config([policy])
     base = f"http://{yaml.safe_load(config.read_text())['server']['listen']}"
     lines: list[str] = []
