@@ -90,8 +90,14 @@ class Simulator:
     app empty and never adds sessions by itself (tests build state with :meth:`add_session`).
     ``arrivals_per_minute`` is per app; durations are exponential with mean
     ``mean_duration_seconds``; a fraction ``abandon_probability`` of arrivals never hang up
-    (the runaway sessions duixwatch exists to clean up). An avatar created now trains for
-    ``avatar_training_seconds`` (see :meth:`set_avatar_training_seconds`).
+    (the runaway sessions duixwatch exists to clean up). ``min_duration_seconds`` (0 to just
+    below the mean) shifts the durations: ``min + Exp(mean - min)``, so the mean stays
+    ``mean_duration_seconds`` and no session hangs up sooner than ``min`` after it started (or,
+    for the sessions already live at the start, after the start). With a floor above the poll
+    interval every session is seen by at least one poll, which makes the workload's durations
+    checkable; at 0 (the default) the random stream is exactly what it was without it. An
+    avatar created now trains for ``avatar_training_seconds`` (see
+    :meth:`set_avatar_training_seconds`). :meth:`sessions` is the record of every session.
     """
 
     def __init__(
@@ -105,6 +111,7 @@ class Simulator:
         workload: bool = True,
         arrivals_per_minute: float = 2.0,
         mean_duration_seconds: float = 600.0,
+        min_duration_seconds: float = 0.0,
         abandon_probability: float = 0.02,
         avatar_training_seconds: float = TRAINING_SECONDS,
     ) -> None:
@@ -114,6 +121,10 @@ class Simulator:
             raise ValueError("arrivals_per_minute must be between 0 and 10000")
         if not mean_duration_seconds > 0:
             raise ValueError("mean_duration_seconds must be positive")
+        if not 0 <= min_duration_seconds < mean_duration_seconds:
+            raise ValueError(
+                "min_duration_seconds must be at least 0 and less than mean_duration_seconds"
+            )
         if not 0 <= abandon_probability <= 1:
             raise ValueError("abandon_probability must be between 0 and 1")
         if shape is not None and shape != "random" and not isinstance(shape, shapes.ListShape):
@@ -128,6 +139,7 @@ class Simulator:
         self.workload_enabled = workload
         self.arrivals_per_minute = arrivals_per_minute
         self.mean_duration_seconds = mean_duration_seconds
+        self.min_duration_seconds = min_duration_seconds
         self.abandon_probability = abandon_probability
         self.stats = Stats()
         self.tokens_seen: list[dict[str, Any]] = []
@@ -223,10 +235,17 @@ class Simulator:
                 ends_at = None
             else:
                 age = rng.uniform(0.0, STALE_AGE_SECONDS - 60)
-                ends_at = now_ts + rng.expovariate(1.0 / self.mean_duration_seconds)
+                ends_at = now_ts + self._draw_duration(rng)
             self._start_workload_session(app, workload, now_ts - age, ends_at)
         workload.next_arrival = self._next_gap(rng, now_ts)
         return workload
+
+    def _draw_duration(self, rng: random.Random) -> float:
+        """One hang-up delay: ``Exp(mean)``, or ``min + Exp(mean - min)`` with a floor."""
+        floor = self.min_duration_seconds
+        if floor == 0:  # the stream without a floor, exactly as before it existed
+            return rng.expovariate(1.0 / self.mean_duration_seconds)
+        return floor + rng.expovariate(1.0 / (self.mean_duration_seconds - floor))
 
     def _next_gap(self, rng: random.Random, after_ts: float) -> float:
         if self.arrivals_per_minute <= 0:
@@ -295,7 +314,7 @@ class Simulator:
             arrival = workload.next_arrival
             # Draw the same numbers whether or not the arrival is refused, so that one
             # refusal does not reshuffle every later session.
-            duration = rng.expovariate(1.0 / self.mean_duration_seconds)
+            duration = self._draw_duration(rng)
             abandoned = rng.random() < self.abandon_probability
             ids = self._draw_ids(rng)
             if len(self._live[app.app_id]) >= app.concurrency_limit:
@@ -381,6 +400,18 @@ class Simulator:
             return self._sessions[session_id]
         except KeyError:
             raise KeyError(f"no simulated session {session_id!r}") from None
+
+    def sessions(self, app_id: str | None = None) -> list[SimSession]:
+        """Every session there has been (of ``app_id``, when given), live or closed, oldest
+        start first: the simulator's record of when each began (``started_at``) and ended
+        (``closed_at``, ``None`` while live). The records are the simulator's own: read them,
+        do not change them."""
+        key = None if app_id is None else self.app(app_id).app_id
+        self.advance()
+        return sorted(
+            (s for s in self._sessions.values() if key is None or s.app_id == key),
+            key=lambda s: s.started_at,
+        )
 
     def live_sessions(self, app_id: str) -> list[SimSession]:
         """The app's live sessions now, oldest first."""

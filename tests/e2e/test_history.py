@@ -1,11 +1,14 @@
-"""What sessions cost, checked against the truth: a seeded workload of sessions that start and
-end at known times on the simulator (over loopback), the daemon polling it every second, then
-the counters, the session-seconds, the history and ``report``'s percentiles and backtest
-compared with the simulator's own record of those sessions."""
+"""What sessions cost, checked against the truth: sessions that start and end at known times on
+the simulator (over loopback), the daemon polling it every second, then the counters, the
+session-seconds, the history and ``report``'s percentiles and backtest compared with the
+simulator's own record of those sessions. Twice: once with a plan of sessions the test starts
+and ends itself (durations chosen to keep the backtest exact), once with the simulator's own
+seeded workload (exponential durations above a floor, arrivals at random)."""
 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import random
@@ -24,7 +27,7 @@ from duixwatch.cli import main
 from duixwatch.core.clock import SystemClock
 from duixwatch.daemon import Daemon
 from duixwatch.export.exposition import Registry
-from duixwatch.sim import Simulator
+from duixwatch.sim import SimApp, Simulator
 from duixwatch.watch.state import HistoryRow, StateStore, read_history
 from tests.loopback import loopback_sim
 
@@ -32,6 +35,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 INTERVAL = 1.0
 SESSIONS = 16
+#: The simulator's workload: two arrivals a second, durations 2.5 s + Exp(mean 3.5 s).
+#: The floor is above two poll intervals, so every session is in at least one list (none
+#: lives and dies between two polls) whatever the polls' phase and jitter.
+ARRIVALS_PER_MINUTE = 120.0
+MEAN_DURATION = 6.0
+MIN_DURATION = 2.5
+#: Lists served during the run (about 12 s at one poll a second).
+RUN_POLLS = 13
 #: The backtest's threshold: no true duration is within one poll interval of it, so the
 #: sessions it would close are exactly those longer than it, whatever the polls' phase.
 THRESHOLD = 8.0
@@ -60,36 +71,59 @@ def nearest_rank(values: list[float], p: float) -> float:
     return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
 
 
+def config_file(
+    tmp_path: Path, base_url: str, app: SimApp, policies: list[Any], **state: Any
+) -> Path:
+    """The config of one APP polled every INTERVAL, with ``policies`` and ``state`` keys."""
+    path = tmp_path / "duixwatch.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "duix": {"base_url": base_url, "read_retries": 0},
+                "apps": [
+                    {
+                        "app_id": app.app_id,
+                        "name": app.name,
+                        "app_key": app.app_key,
+                        "poll_interval_seconds": INTERVAL,
+                    }
+                ],
+                "server": {"listen": "127.0.0.1:0"},
+                "state": {"dir": str(tmp_path / "state"), **state},
+                "policies": policies,
+            }
+        )
+    )
+    return path
+
+
+class PinnedClock(SystemClock):
+    """The real clock, held still at :attr:`pinned` while that is set: the simulator answers a
+    session list as of one exact moment, which the test records."""
+
+    pinned: datetime | None = None
+
+    def now(self) -> datetime:
+        return self.pinned if self.pinned is not None else super().now()
+
+
 async def test_counts_minutes_percentiles_and_backtest_match_the_simulators_record(
     tmp_path: Path,
 ) -> None:
     sim = Simulator(apps=1, seed=13, clock=SystemClock(), workload=False)
     app = sim.apps[0]
     async with loopback_sim(sim=sim) as (base_url, _):
-        path = tmp_path / "duixwatch.yaml"
-        path.write_text(
-            yaml.safe_dump(
+        path = config_file(
+            tmp_path,
+            base_url,
+            app,
+            policies=[
                 {
-                    "duix": {"base_url": base_url, "read_retries": 0},
-                    "apps": [
-                        {
-                            "app_id": app.app_id,
-                            "name": app.name,
-                            "app_key": app.app_key,
-                            "poll_interval_seconds": INTERVAL,
-                        }
-                    ],
-                    "server": {"listen": "127.0.0.1:0"},
-                    "state": {"dir": str(tmp_path / "state")},
-                    "policies": [
-                        {
-                            "name": "backtested",
-                            "match": {"session_age_over_seconds": THRESHOLD},
-                            "action": "stop_sessions",
-                        }
-                    ],
+                    "name": "backtested",
+                    "match": {"session_age_over_seconds": THRESHOLD},
+                    "action": "stop_sessions",
                 }
-            )
+            ],
         )
         config = settings.load_config(path, environ={})
         daemon = Daemon(
@@ -163,17 +197,7 @@ async def test_the_daemon_deletes_history_older_than_history_days(tmp_path: Path
     sim = Simulator(apps=1, seed=13, clock=SystemClock(), workload=False)
     app = sim.apps[0]
     async with loopback_sim(sim=sim) as (base_url, _):
-        path = tmp_path / "duixwatch.yaml"
-        path.write_text(
-            yaml.safe_dump(
-                {
-                    "duix": {"base_url": base_url, "read_retries": 0},
-                    "apps": [{"app_id": app.app_id, "name": app.name, "app_key": app.app_key}],
-                    "server": {"listen": "127.0.0.1:0"},
-                    "state": {"dir": str(tmp_path / "state"), "history_days": 7},
-                }
-            )
-        )
+        path = config_file(tmp_path, base_url, app, [], history_days=7)
         daemon = Daemon(
             settings.load_config(path, environ={}),
             path,
@@ -189,3 +213,118 @@ async def test_the_daemon_deletes_history_older_than_history_days(tmp_path: Path
             daemon.stop()
     kept = read_history(tmp_path / "state", since=now - timedelta(days=30))
     assert sorted(r.session_id for r in kept) == sorted(f"2-{i}" for i in range(30))
+
+
+async def test_the_simulators_own_workload_is_counted_as_the_simulator_recorded_it(
+    tmp_path: Path,
+) -> None:
+    """The simulator's seeded workload (arrivals, hang-ups, the sessions already live at its
+    start, a few that never end): duixwatch's counts equal the simulator's record over the
+    polls' window, and its minutes and percentiles are within a poll interval of the truth.
+
+    The window runs from the first list the daemon fetched (``t_1``) to the last one behind
+    the metrics read (``t_n``), as the simulator served them (each list answers one exact
+    moment, recorded). By the simulator's record, the sessions duixwatch must have STARTED are
+    those live at some moment of ``[t_1, t_n]`` (every one is in a list: each outlives two
+    intervals), and those it must have seen END are those that hung up in ``(t_1, t_n]``.
+    """
+    clock = PinnedClock()
+    sim = Simulator(
+        apps=1,
+        seed=13,
+        clock=clock,
+        arrivals_per_minute=ARRIVALS_PER_MINUTE,
+        mean_duration_seconds=MEAN_DURATION,
+        min_duration_seconds=MIN_DURATION,
+        abandon_probability=0.0,
+    )
+    app = sim.apps[0]
+    served: list[datetime] = []  # the moment each session list was answered for
+    answer_list = sim.concurrent_list
+
+    def concurrent_list(listed: SimApp) -> list[dict[str, Any]] | dict[str, Any]:
+        clock.pinned = moment = datetime.now(UTC)
+        try:
+            return answer_list(listed)
+        finally:
+            clock.pinned = None
+            served.append(moment)
+
+    sim.concurrent_list = concurrent_list  # type: ignore[method-assign]
+    async with loopback_sim(sim=sim) as (base_url, _):
+        path = config_file(tmp_path, base_url, app, policies=[])
+        daemon = Daemon(
+            settings.load_config(path, environ={}),
+            path,
+            clock=SystemClock(),
+            registry=Registry(),
+            handle_signals=False,
+        )
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(daemon.run)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                with anyio.fail_after(RUN_POLLS * INTERVAL + 20):
+                    while len(served) < RUN_POLLS:
+                        await anyio.sleep(0.05)
+                    # Read the metrics just after the daemon took in a list, then stop it
+                    # before the next poll: the metrics and the history see the same lists.
+                    target = len(served) + 1
+                    while len(served) < target:
+                        await anyio.sleep(0.01)
+                    while True:
+                        text = (await http.get("/metrics")).text
+                        values = samples(text)
+                        last = values[
+                            ("duix_app_last_poll_success_timestamp_seconds", (("app", app.name),))
+                        ]
+                        if last >= served[target - 1].timestamp():
+                            break
+                        await anyio.sleep(0.005)
+            daemon.stop()
+    polls = [moment for moment in served if moment.timestamp() <= last]
+    assert polls == served, "a poll slipped in between the metrics read and the stop"
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(polls)]
+    # What the truth below rests on: no session lives and dies between two lists (the floor
+    # is set at more than twice the interval, for a margin).
+    assert max(gaps) < MIN_DURATION, gaps
+    # One poll interval: a session ends at most one gap after its last sighting, and the
+    # list's whole-second start times put its start up to 1 s early.
+    error = max(INTERVAL, *gaps)
+    first, last_poll = polls[0], polls[-1]
+
+    record = sim.sessions(app.app_id)
+    seen = [s for s in record if s.started_at <= last_poll and (s.closed_at or last_poll) > first]
+    ended = [s for s in seen if s.closed_at is not None and s.closed_at <= last_poll]
+    began = [s for s in seen if s.started_at > first]
+    truth = [(s.closed_at - s.started_at).total_seconds() for s in ended if s.closed_at]
+    # The workload must have been a workload: sessions already live at the start, sessions
+    # that began and ended inside the window, sessions still live at its end.
+    assert len(began) >= 5
+    assert any(s in ended for s in began)
+    assert any(s.started_at < first for s in ended)
+    assert len(seen) > len(ended)
+
+    def metric(name: str, **labels: str) -> float:
+        return values[(name, tuple(sorted({"app": app.name, **labels}.items())))]
+
+    assert metric("duix_app_sessions_started_total") == len(seen)
+    assert metric("duix_app_sessions_ended_total", closed_by="platform") == len(ended)
+    assert metric("duix_app_sessions_ended_total", closed_by="policy") == 0
+    assert metric("duix_app_session_duration_seconds_count") == len(ended)
+    # session-seconds: the integral of live sessions over the window, within one poll
+    # interval per session of the simulator's truth
+    true_seconds = sum(
+        (min(s.closed_at or last_poll, last_poll) - max(s.started_at, first)).total_seconds()
+        for s in seen
+    )
+    assert abs(metric("duix_app_session_seconds_total") - true_seconds) <= len(seen) * error
+
+    out = io.StringIO()
+    assert main(["report", "-c", str(path), "--since", "1h", "-o", "json"], out=out) == 0
+    report: dict[str, Any] = json.loads(out.getvalue())
+    (row,) = [a for a in report["apps"] if a["app"] == app.name]
+    assert row["sessions"] == len(ended)
+    assert abs(row["session_minutes"] * 60 - sum(truth)) <= len(ended) * error
+    for p in (50, 90, 99):
+        assert row["duration_seconds"][f"p{p}"] == pytest.approx(nearest_rank(truth, p), abs=error)
+    assert row["duration_seconds"]["max"] == pytest.approx(max(truth), abs=error)
