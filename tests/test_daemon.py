@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from datetime import UTC, datetime, timedelta
@@ -579,3 +580,43 @@ async def test_intents_a_crash_left_open_get_an_unknown_outcome_after_the_restar
     assert "still live" in by_id[live.session_id]["reason"]
     assert "was gone" in by_id["1999999999999999999"]["reason"]
     assert audit.open_intents(records) == []
+
+
+async def test_a_hung_dialog_backend_never_delays_the_platform_polls(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Eight probes against a backend that answers after 30 s (each probe's timeout 20 s): none
+    has a result for the whole test, and every APP is still polled every second."""
+    async with loopback_sim() as (backend, backend_app):
+        backend_app.state.dialog.set_faults(
+            type(backend_app.state.dialog.faults).from_dict({"delay_seconds": 30})
+        )
+        probes = [
+            {
+                "name": f"hung-{i}",
+                "url": f"{backend}/dialog",
+                "mode": "json",
+                "interval_seconds": 1,
+                "timeout_seconds": 20,
+            }
+            for i in range(8)
+        ]
+        path = write_config(tmp_path / "c.yaml", sim, dialog_probes=probes)
+        async with running(sim, path) as (_daemon, http):
+            await wait_for(http, "/readyz")
+            worst = 0.0
+            with anyio.fail_after(WAIT_SECONDS):
+                for _ in range(20):  # 4 s of polls while every probe slot hangs
+                    text = (await http.get("/metrics")).text
+                    now = time.time()
+                    polls = [
+                        value(text, "duix_app_last_poll_success_timestamp_seconds", app=a.name)
+                        for a in sim.apps
+                    ]
+                    assert all(p is not None for p in polls), polls
+                    worst = max(worst, *(now - p for p in polls if p is not None))
+                    await anyio.sleep(0.2)
+            assert worst < 2.5, worst  # interval 1 s
+            assert (
+                value(text, "duixwatch_dialog_probe_success", probe="hung-0") is None
+            )  # still hanging
