@@ -97,6 +97,17 @@ def config_file(
     return path
 
 
+def in_process_daemon(path: Path) -> Daemon:
+    """The daemon of ``path`` on the real clock, its own registry, no signal handling."""
+    return Daemon(
+        settings.load_config(path, environ={}),
+        path,
+        clock=SystemClock(),
+        registry=Registry(),
+        handle_signals=False,
+    )
+
+
 class PinnedClock(SystemClock):
     """The real clock, held still at :attr:`pinned` while that is set: the simulator answers a
     session list as of one exact moment, which the test records."""
@@ -198,13 +209,7 @@ async def test_the_daemon_deletes_history_older_than_history_days(tmp_path: Path
     app = sim.apps[0]
     async with loopback_sim(sim=sim) as (base_url, _):
         path = config_file(tmp_path, base_url, app, [], history_days=7)
-        daemon = Daemon(
-            settings.load_config(path, environ={}),
-            path,
-            clock=SystemClock(),
-            registry=Registry(),
-            handle_signals=False,
-        )
+        daemon = in_process_daemon(path)
         async with anyio.create_task_group() as tg:
             await tg.start(daemon.run)
             with anyio.fail_after(15):
@@ -253,13 +258,7 @@ async def test_the_simulators_own_workload_is_counted_as_the_simulator_recorded_
     sim.concurrent_list = concurrent_list  # type: ignore[method-assign]
     async with loopback_sim(sim=sim) as (base_url, _):
         path = config_file(tmp_path, base_url, app, policies=[])
-        daemon = Daemon(
-            settings.load_config(path, environ={}),
-            path,
-            clock=SystemClock(),
-            registry=Registry(),
-            handle_signals=False,
-        )
+        daemon = in_process_daemon(path)
         async with anyio.create_task_group() as tg:
             port = await tg.start(daemon.run)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:

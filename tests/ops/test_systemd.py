@@ -12,6 +12,7 @@ import signal
 import socket
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pytest
@@ -162,24 +163,37 @@ def test_the_unit_is_a_sandboxed_notify_service_with_credentials_and_state() -> 
     assert not any(k.endswith(".Environment") for k in s), "no secrets in Environment="
 
 
+def example_config_for_credentials() -> dict[str, Any]:
+    """The example config as the README tells a systemd user to use it: without app_key and
+    app_key_file (each key is then $CREDENTIALS_DIRECTORY/<app name>)."""
+    config: dict[str, Any] = load_yaml(DEPLOY / "duixwatch.example.yaml")
+    for app in config["apps"]:
+        app.pop("app_key", None)
+        app.pop("app_key_file", None)
+    return config
+
+
+def unit_credentials(tmp_path: Path) -> Path:
+    """A credentials directory with a key file for each of the unit's LoadCredential= lines."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for line in unit_settings()["Service.LoadCredential"]:
+        (credentials / line.split(":", 1)[0]).write_text("a-key-from-a-credential\n")
+    return credentials
+
+
 def test_the_example_config_runs_under_the_unit_with_keys_from_credentials(
     tmp_path: Path,
 ) -> None:
     """What the README tells a systemd user to do: drop app_key/app_key_file from the example
     (the key is then $CREDENTIALS_DIRECTORY/<app name>), put one key file per LoadCredential=
     line, load the environment file; `duixwatch check` accepts it."""
-    config = load_yaml(DEPLOY / "duixwatch.example.yaml")
-    for app in config["apps"]:
-        app.pop("app_key", None)
-        app.pop("app_key_file", None)
+    config = example_config_for_credentials()
     path = tmp_path / "duixwatch.yaml"
     path.write_text(yaml.safe_dump(config))
-    credentials = tmp_path / "credentials"
-    credentials.mkdir()
+    credentials = unit_credentials(tmp_path)
     ids = [line.split(":", 1)[0] for line in unit_settings()["Service.LoadCredential"]]
     assert sorted(ids) == sorted(app["name"] for app in config["apps"])
-    for credential in ids:
-        (credentials / credential).write_text("a-key-from-a-credential\n")
     env = {"PATH": "/usr/bin:/bin", "CREDENTIALS_DIRECTORY": str(credentials)}
     env["STATE_DIRECTORY"] = str(tmp_path / "state")
     env |= env_file_assignments(commented_too=True)
@@ -204,17 +218,11 @@ def test_the_example_dialog_probe_gets_its_headers_from_the_units_credential(
     block = yaml.safe_load("\n".join(line[2:] for line in lines[start:end]))
     (probe,) = block["dialog_probes"]
     assert probe["headers_file"] == name
-    config = load_yaml(DEPLOY / "duixwatch.example.yaml")
-    for app in config["apps"]:
-        app.pop("app_key", None)
-        app.pop("app_key_file", None)
+    config = example_config_for_credentials()
     config["dialog_probes"] = block["dialog_probes"]
     path = tmp_path / "duixwatch.yaml"
     path.write_text(yaml.safe_dump(config))
-    credentials = tmp_path / "credentials"
-    credentials.mkdir()
-    for line in unit_settings()["Service.LoadCredential"]:
-        (credentials / line.split(":", 1)[0]).write_text("a-key-from-a-credential\n")
+    credentials = unit_credentials(tmp_path)
     (credentials / name).write_text("Authorization: Bearer a-token-from-a-credential\n")
     env = {"PATH": "/usr/bin:/bin", "CREDENTIALS_DIRECTORY": str(credentials)}
     env["STATE_DIRECTORY"] = str(tmp_path / "state")
@@ -262,17 +270,11 @@ def test_the_units_web_config_credentials_give_a_config_that_passes_check(
     example = (DEPLOY / "duixwatch.example.yaml").read_text(encoding="utf-8")
     commented = "  # web_config_file: ${CREDENTIALS_DIRECTORY}/web-config.yml"
     assert commented in example
-    config = load_yaml(DEPLOY / "duixwatch.example.yaml")
-    for app in config["apps"]:
-        app.pop("app_key", None)
-        app.pop("app_key_file", None)
+    config = example_config_for_credentials()
     config["server"]["web_config_file"] = yaml.safe_load(commented.strip()[2:])["web_config_file"]
     path = tmp_path / "duixwatch.yaml"
     path.write_text(yaml.safe_dump(config))
-    credentials = tmp_path / "credentials"
-    credentials.mkdir()
-    for line in unit_settings()["Service.LoadCredential"]:
-        (credentials / line.split(":", 1)[0]).write_text("a-key-from-a-credential\n")
+    credentials = unit_credentials(tmp_path)
     web_config = yaml.safe_load(readme_web_config())
     assert web_config["tls_server_config"]["cert_file"] == "tls.crt"
     assert web_config["tls_server_config"]["key_file"] == "tls.key"
