@@ -90,14 +90,10 @@ class Simulator:
     app empty and never adds sessions by itself (tests build state with :meth:`add_session`).
     ``arrivals_per_minute`` is per app; durations are exponential with mean
     ``mean_duration_seconds``; a fraction ``abandon_probability`` of arrivals never hang up
-    (the runaway sessions duixwatch exists to clean up). ``min_duration_seconds`` (0 to just
-    below the mean) shifts the durations: ``min + Exp(mean - min)``, so the mean stays
-    ``mean_duration_seconds`` and no session hangs up sooner than ``min`` after it started (or,
-    for the sessions already live at the start, after the start). With a floor above the poll
-    interval every session is seen by at least one poll, which makes the workload's durations
-    checkable; at 0 (the default) the random stream is exactly what it was without it. An
-    avatar created now trains for ``avatar_training_seconds`` (see
-    :meth:`set_avatar_training_seconds`). :meth:`sessions` is the record of every session.
+    (the runaway sessions duixwatch exists to clean up). ``min_duration_seconds`` is a floor:
+    durations are ``min + Exp(mean - min)`` (a floor above the poll interval lets every session
+    be seen; 0 keeps the stream as it was). An avatar created now trains for
+    ``avatar_training_seconds``. :meth:`sessions` is the record of every session.
     """
 
     def __init__(
@@ -122,9 +118,7 @@ class Simulator:
         if not mean_duration_seconds > 0:
             raise ValueError("mean_duration_seconds must be positive")
         if not 0 <= min_duration_seconds < mean_duration_seconds:
-            raise ValueError(
-                "min_duration_seconds must be at least 0 and less than mean_duration_seconds"
-            )
+            raise ValueError("min_duration_seconds must be in [0, mean_duration_seconds)")
         if not 0 <= abandon_probability <= 1:
             raise ValueError("abandon_probability must be between 0 and 1")
         if shape is not None and shape != "random" and not isinstance(shape, shapes.ListShape):
@@ -241,10 +235,8 @@ class Simulator:
         return workload
 
     def _draw_duration(self, rng: random.Random) -> float:
-        """One hang-up delay: ``Exp(mean)``, or ``min + Exp(mean - min)`` with a floor."""
+        """One hang-up delay, ``min + Exp(mean - min)`` (with min 0, exactly ``Exp(mean)``)."""
         floor = self.min_duration_seconds
-        if floor == 0:  # the stream without a floor, exactly as before it existed
-            return rng.expovariate(1.0 / self.mean_duration_seconds)
         return floor + rng.expovariate(1.0 / (self.mean_duration_seconds - floor))
 
     def _next_gap(self, rng: random.Random, after_ts: float) -> float:
@@ -402,10 +394,8 @@ class Simulator:
             raise KeyError(f"no simulated session {session_id!r}") from None
 
     def sessions(self, app_id: str | None = None) -> list[SimSession]:
-        """Every session there has been (of ``app_id``, when given), live or closed, oldest
-        start first: the simulator's record of when each began (``started_at``) and ended
-        (``closed_at``, ``None`` while live). The records are the simulator's own: read them,
-        do not change them."""
+        """Every session there has been (of ``app_id``, when given), oldest start first: when
+        each began (``started_at``) and ended (``closed_at``, ``None`` while live). Read-only."""
         key = None if app_id is None else self.app(app_id).app_id
         self.advance()
         return sorted(
