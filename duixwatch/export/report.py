@@ -32,7 +32,6 @@ Definitions, stated once:
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
@@ -42,7 +41,7 @@ from itertools import pairwise
 from typing import Any, Final
 
 from duixwatch.policy import kinds
-from duixwatch.policy.schema import AppRef, PolicyConfig
+from duixwatch.policy.schema import AppRef, PolicyConfig, protected
 from duixwatch.watch.lifecycle import DURATION_BUCKETS
 from duixwatch.watch.state import HistoryRow
 
@@ -125,7 +124,7 @@ class Threshold:
 
     def protects(self, session_id: str) -> bool:
         """Whether the policy would have left ``session_id`` alone (a protected id)."""
-        return any(fnmatch.fnmatchcase(session_id, glob) for glob in self.protect)
+        return protected(self.protect, session_id)
 
     @property
     def label(self) -> str:

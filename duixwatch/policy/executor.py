@@ -222,12 +222,12 @@ class Executor:
                         self._notify(pplan, [], policies.get(pplan.policy), cycle)
                     continue
                 self._aborts.pop(key, None)
+                halted: HaltReason | None = None
                 if pplan.dry_run:
                     records = await self._dry_run(pplan, cycle)
                 else:
                     self._dry_seen.pop(key, None)
                     records = []
-                    halted: HaltReason | None = None
                     for j, action in enumerate(pplan.actions):
                         record = await self._act(
                             pplan,
@@ -242,12 +242,8 @@ class Executor:
                             halted = self._halted(pplan, policies)
                             break
                         records.append(record)
-                    if halted is not None:
-                        self._notify(pplan, records, policies.get(pplan.policy), cycle, halted)
-                        done.extend(records)
-                        continue
                 done.extend(records)
-                self._notify(pplan, records, policies.get(pplan.policy), cycle)
+                self._notify(pplan, records, policies.get(pplan.policy), cycle, halted)
         except anyio.get_cancelled_exc_class():
             # Cancelled between calls (shutdown, or the APP's loop stopped by a reload): the
             # calls not started are recorded before the cancellation goes on.

@@ -14,6 +14,7 @@ exactly one and is allowed — are the config's (:mod:`duixwatch.config.checks`)
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 from typing import Literal, Protocol, Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -31,7 +32,7 @@ from duixwatch.core.fields import (
 from duixwatch.policy import kinds
 from duixwatch.policy.notify import NotifyTarget
 
-__all__ = ["AppRef", "PolicyConfig"]
+__all__ = ["AppRef", "PolicyConfig", "protected"]
 
 
 class AppRef(Protocol):
@@ -108,4 +109,9 @@ class PolicyConfig(Section):
 
     def protects(self, session_id: str) -> bool:
         """Whether ``session_id`` matches a ``protect_sessions`` glob (never to be touched)."""
-        return any(fnmatch.fnmatchcase(session_id, glob) for glob in self.protect_sessions)
+        return protected(self.protect_sessions, session_id)
+
+
+def protected(globs: Iterable[str], session_id: str) -> bool:
+    """Whether ``session_id`` matches one of ``protect_sessions``-style ``globs``."""
+    return any(fnmatch.fnmatchcase(session_id, glob) for glob in globs)
