@@ -31,7 +31,6 @@ import signal
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -59,18 +58,20 @@ from duixwatch.http.security import SurfaceMetrics, WebSecurity
 from duixwatch.policy import audit, notify
 from duixwatch.policy.cycle import PolicyCycle
 from duixwatch.policy.executor import Executor
+from duixwatch.policy.plan import ActionRecord
 from duixwatch.watch import state
 from duixwatch.watch.conversations import DocumentWatch
 from duixwatch.watch.fleet import Fleet
 from duixwatch.watch.lifecycle import Lifecycles
 from duixwatch.watch.snapshots import SnapshotStore
+from duixwatch.watch.upkeep import Upkeep
 
 __all__ = ["Daemon"]
 
 log = structlog.get_logger("duixwatch.daemon")
 
-#: How often the history older than ``state.history_days`` is deleted.
-HISTORY_PRUNE_SECONDS = 3600.0
+#: How many actions of the audit log /status shows (read back at start, across restarts).
+RECALLED_ACTIONS = 200
 #: The part of ``daemon.shutdown_timeout_seconds`` kept, after the calls in flight are cut, for
 #: their audit lines and closing the client (at most; a quarter of a short timeout).
 SHUTDOWN_RESERVE_SECONDS = 2.0
@@ -131,7 +132,17 @@ class Daemon:
         self._handle_signals = handle_signals
         self._store = SnapshotStore()
         self._documents = DocumentWatch(clock=clock, rng=rng)
-        self._state = state.StateStore(config.state.dir)
+        self._state = state.StateStore.open_or_memory(config.state.dir, now=clock.now)
+        self._audit = audit.AuditLog(
+            config.state.dir / audit.AUDIT_FILENAME,
+            clock=clock,
+            max_bytes=config.state.audit_max_bytes,
+            keep=config.state.audit_keep,
+            required=False,  # polling goes on; the upkeep reports it and retries
+        )
+        if self._audit.error is not None:
+            log.error("audit_unavailable", error=self._audit.error)
+        self._upkeep = Upkeep(store=self._state, audit_log=self._audit, clock=clock)
         self._lifecycles = Lifecycles(history=self._state)
         self._notifier = notify.Notifier(
             clock=clock, poster=WebhookPoster(clock=clock, transport=notify_transport)
@@ -147,24 +158,13 @@ class Daemon:
             conversations=self._documents.conversations,
             avatars=self._documents.avatars,
             lifecycles=self._lifecycles,
+            storage=self._upkeep,
         )
         try:
-            self._audit = audit.AuditLog(config.state.dir / audit.AUDIT_FILENAME, clock=clock)
-        except audit.AuditError as exc:
-            # state.dir is the operator's to fix (like an unreadable state database): exit 2.
-            self._state.close()
-            raise errors.ConfigError(f"state.dir: {exc}") from exc
-        #: app id -> the intents a crash left without an outcome (settled at its next poll)
-        self._open_intents: dict[str, list[dict[str, Any]]] = {}
-        try:
-            found = audit.open_intents(audit.read_audit(self._audit.path).records)
+            recalled = self._upkeep.recall(RECALLED_ACTIONS)
         except audit.AuditError as exc:
             log.error("audit_read_failed", error=str(exc))  # noqa: TRY400 - says it all
-            found = []
-        for intent in found:
-            self._open_intents.setdefault(str(intent.get("app_id")), []).append(intent)
-        if found:
-            log.warning("audit_open_intents", count=len(found))
+            recalled = []
         #: The web config (TLS, basic auth, headers); a bad one at start is a ConfigError.
         self._web = WebSecurity(
             config.server.web_config_file,
@@ -188,7 +188,13 @@ class Daemon:
             notifier=self._notifier,
             max_stops_per_second=config.enforcement.max_stops_per_second,
             request_timeout_seconds=config.duix.request_timeout_seconds,
+            keep_recent=RECALLED_ACTIONS,
+            state_error=self._upkeep.state_error,
         )
+        self._executor.recent.extend(
+            r for r in map(ActionRecord.from_audit, recalled) if r is not None
+        )
+        self._configure_upkeep(self._config)
         self._executor.set_in_force(
             self._config.policies, enforcement_enabled=self._config.enforcement.enabled
         )
@@ -247,6 +253,13 @@ class Daemon:
             "avatars": [
                 status.avatar_status(a, self._clock.now()) for a in self._documents.avatars()
             ],
+            "storage": status.storage_status(
+                self._upkeep.blocked(),
+                self._upkeep.file_sizes(),
+                last_rotation=self._upkeep.last_rotation_at(),
+                last_prune=self._upkeep.last_prune_at(),
+                moved_aside=self._state.moved_aside,
+            ),
             "dialog_probes": [
                 status.probe_status(p, self._prober.results.get(p.name), self._clock.now())
                 for p in self._config.dialog_probes
@@ -282,8 +295,8 @@ class Daemon:
         conversation ids of its sessions, for ``conversations: auto``)."""
         self._documents.observe(app, snapshot)
         self._lifecycles.observe(snapshot)
-        if app.app_id in self._open_intents and snapshot.error is None:
-            await self._settle_open_intents(app, snapshot)
+        if snapshot.error is None:
+            await self._upkeep.settle_open_intents(app.name, snapshot)
         config = self._config
         ran = await self._cycle.run(
             app,
@@ -351,7 +364,7 @@ class Daemon:
                 await tg.start(self._documents.run)
                 self._documents.apply(config.apps, self._client)
                 tg.start_soon(self._scaling_loop)
-                tg.start_soon(self._prune_history)
+                await tg.start(self._upkeep.run)
                 self.port = await tg.start(
                     partial(
                         serve.serve,
@@ -398,15 +411,28 @@ class Daemon:
             self._cancel.cancel()
 
     async def _signals(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        with anyio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+        with anyio.open_signal_receiver(
+            signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1
+        ) as signals:
             task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     await self.reload(trigger="SIGHUP")
+                elif signum == signal.SIGUSR1:
+                    await self.reopen_audit()
                 else:
                     log.info("shutting_down", signal=signal.Signals(signum).name)
                     self.stop()
                     return
+
+    async def reopen_audit(self) -> bool:
+        """Reopen the audit log (SIGUSR1: logrotate moved it away); whether it opened."""
+        try:
+            await anyio.to_thread.run_sync(self._audit.reopen)
+        except audit.AuditError as exc:
+            log.error("audit_reopen_failed", error=str(exc))  # noqa: TRY400 - says it all
+            return False
+        return True
 
     def _watch_interval(self) -> float:
         if self._watch_override is not None:
@@ -486,8 +512,7 @@ class Daemon:
         await self._fleet.apply(new.apps, self._client, new.daemon)
         self._prober.apply(new.dialog_probes)
         self._documents.apply(new.apps, self._client)
-        self._state.forget_apps(a.app_id for a in new.apps)
-        self._state.forget_policies(p.name for p in new.policies)
+        self._configure_upkeep(new)  # forgets removed APPs and policies, in a worker thread
         self._cycle.forget_apps({a.name for a in new.apps})
         if self._client is not old_client:
             await old_client.aclose()
@@ -501,66 +526,14 @@ class Daemon:
         )
         return True
 
-    async def _settle_open_intents(self, app: AppConfig, snapshot: models.AppSnapshot) -> None:
-        """Record ``outcome: unknown`` for the calls a crash cut off, saying whether the
-        session was still live at this first poll after the restart."""
-        live = (
-            {s.session_id for s in snapshot.sessions.sessions}
-            if snapshot.sessions is not None
-            else None
+    def _configure_upkeep(self, config: Config) -> None:
+        self._upkeep.configure(
+            app_ids=(a.app_id for a in config.apps),
+            policies=(p.name for p in config.policies),
+            history_days=config.state.history_days,
+            audit_max_bytes=config.state.audit_max_bytes,
+            audit_keep=config.state.audit_keep,
         )
-        for intent in self._open_intents.pop(app.app_id, []):
-            sid = intent.get("session_id")
-            if live is None:
-                seen = "the session list is not polled, so whether it closed is not known"
-            elif intent.get("action") == "close_all":
-                seen = f"{len(live)} session(s) live at the first poll after the restart"
-            else:
-                seen = (
-                    "the session was gone at the first poll after the restart"
-                    if sid not in live
-                    else "the session was still live at the first poll after the restart"
-                )
-            try:
-                await anyio.to_thread.run_sync(
-                    partial(
-                        self._audit.write,
-                        cycle=str(intent.get("cycle")),
-                        event="outcome",
-                        policy=str(intent.get("policy")),
-                        app=app.name,
-                        app_id=app.app_id,
-                        action=intent.get("action"),
-                        session_id=sid,
-                        reason=f"duixwatch stopped before this call's outcome was written; {seen}",
-                        outcome="unknown",
-                    )
-                )
-            except audit.AuditError as exc:
-                log.error("audit_write_failed", error=str(exc))  # noqa: TRY400 - says it all
-            else:
-                log.warning(
-                    "audit_intent_settled",
-                    app=app.name,
-                    session_id=sid,
-                    outcome="unknown",
-                    detail=seen,
-                )
-
-    async def _prune_history(self) -> None:
-        """Delete history older than ``state.history_days``, hourly, in a worker thread (a
-        poll never waits for it)."""
-        while True:
-            days = self._config.state.history_days
-            before = self._clock.now() - timedelta(days=days)
-            try:
-                removed = await anyio.to_thread.run_sync(self._state.prune_history, before)
-            except state.StateError as exc:
-                log.error("history_prune_failed", error=str(exc))  # noqa: TRY400 - says it all
-            else:
-                if removed:
-                    log.info("history_pruned", rows=removed, older_than_days=days)
-            await self._clock.sleep(HISTORY_PRUNE_SECONDS)
 
     def _reload_failed(self, trigger: str, error: str) -> None:
         self._last_reload = {"ok": False, "at": self._clock.now().isoformat(), "error": error}

@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_LISTEN",
     "ENV_PREFIX",
+    "MIN_AUDIT_BYTES",
     "TOP_LEVEL_KEYS",
     "AppConfig",
     "Config",
@@ -70,6 +71,8 @@ DEFAULT_BASE_URL = "https://app.duix.ai"
 #: An exporter listens on every interface by default.
 DEFAULT_LISTEN = "0.0.0.0:9814"
 ENV_PREFIX = "DUIXWATCH_"
+#: The smallest ``state.audit_max_bytes`` other than 0: room for a few records per file.
+MIN_AUDIT_BYTES = 4096
 
 #: An app name is a Prometheus label value and a file name (systemd credential, key file).
 APP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -314,6 +317,18 @@ class StateSettings(Section):
     dir: Path = Path("./duixwatch-state")
     #: Ended sessions are kept in the history this many days (``duixwatch report``).
     history_days: float = Field(default=30.0, ge=1, le=3650)
+    #: ``audit.jsonl`` is rotated (to ``audit.jsonl.1``, …) before a write would take it past
+    #: this many bytes; 0: never (rotate it with logrotate in ``create`` mode and SIGUSR1).
+    audit_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0, le=1 << 40)
+    #: Rotated audit files kept (``audit.jsonl.1`` … ``audit.jsonl.<keep>``); older are deleted.
+    audit_keep: int = Field(default=10, ge=1, le=1000)
+
+    @field_validator("audit_max_bytes")
+    @classmethod
+    def _room_for_records(cls, value: int) -> int:
+        if 0 < value < MIN_AUDIT_BYTES:
+            raise ValueError(f"must be 0 (no rotation) or at least {MIN_AUDIT_BYTES} bytes")
+        return value
 
     @field_validator("dir", mode="before")
     @classmethod

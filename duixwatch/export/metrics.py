@@ -39,6 +39,7 @@ from duixwatch.export.autoscaling import ScalingReading
 from duixwatch.export.conversations import DocumentCollector
 from duixwatch.export.lifecycle import LifecycleCollector
 from duixwatch.export.probes import ProbeMetrics
+from duixwatch.export.storage import StorageCollector, StorageView
 from duixwatch.watch.conversations import AvatarState, ConversationState
 from duixwatch.watch.lifecycle import Lifecycles
 
@@ -174,6 +175,7 @@ class Metrics:
         conversations: Callable[[], Sequence[ConversationState]] = tuple,
         avatars: Callable[[], Sequence[AvatarState]] = tuple,
         lifecycles: Lifecycles | None = None,
+        storage: StorageView | None = None,
         columns: Sequence[Column] = COLUMNS,
     ) -> None:
         self._registry = registry  # every metric lives on it
@@ -186,6 +188,8 @@ class Metrics:
         registry.register(self._poll_errors)
         if lifecycles is not None:
             registry.register(LifecycleCollector(lifecycles))
+        if storage is not None:
+            registry.register(StorageCollector(storage))
         registry.register(ScalingCollector(scaling or tuple))
         registry.register(NotificationCollector(notifications or (lambda: None)))
         registry.register(DocumentCollector(conversations, avatars, clock=clock))
@@ -240,7 +244,8 @@ class Metrics:
         self._policy_aborts = Counter(
             "duixwatch_policy_aborts_total",
             "Policy cycles that acted on nothing, by reason: max_actions, max_percent, "
-            "stale_data, no_session_list, state_unavailable; or stopped part-way: shutdown, "
+            "stale_data, no_session_list, state_unavailable, audit_unavailable; or stopped "
+            "part-way: shutdown, "
             "reload, cancelled (cycles).",
             _POLICY_ABORT_LABELS,
             registry=registry,

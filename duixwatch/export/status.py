@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from duixwatch.core import models
@@ -139,6 +140,26 @@ def action_status(record: ActionRecord) -> dict[str, Any]:
         "outcome": record.outcome,
         "reason": record.reason,
         "error": record.error,
+    }
+
+
+def storage_status(
+    blocked: Mapping[str, str],
+    sizes: Mapping[str, int],
+    *,
+    last_rotation: datetime | None,
+    last_prune: datetime | None,
+    moved_aside: Path | None,
+) -> dict[str, Any]:
+    """``state.dir`` for ``/status``: why enforcement is blocked (empty: it is not), the
+    size of each file, the latest audit rotation and state prune, and where a corrupt state
+    database found at start was moved."""
+    return {
+        "enforcement_blocked": dict(blocked),
+        "file_bytes": dict(sorted(sizes.items())),
+        "audit_last_rotation_at": _iso(last_rotation),
+        "state_last_prune_at": _iso(last_prune),
+        "state_moved_aside_to": None if moved_aside is None else str(moved_aside),
     }
 
 
@@ -351,7 +372,16 @@ def status_html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -
         f"<li>{esc(str(k))}: {esc(str(v))}</li>"
         for k, v in info.items()
         if k not in ("config", "policies", "recent_actions", "dialog_probes")
-        and k not in ("conversations", "avatars")
+        and k not in ("conversations", "avatars", "storage")
+    )
+    storage = info.get("storage") or {}
+    blocked = "".join(
+        f"<p class=down>ENFORCEMENT BLOCKED ({esc(reason)}): {esc(detail)}</p>"
+        for reason, detail in (storage.get("enforcement_blocked") or {}).items()
+    )
+    files = "".join(
+        f"<li>{esc(name)}: {size} bytes</li>"
+        for name, size in (storage.get("file_bytes") or {}).items()
     )
     policy_rows = "".join(
         "<tr>"
@@ -376,7 +406,7 @@ def status_html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -
         "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
         ".down{color:#b00;font-weight:bold}.up{color:#070}</style></head><body>"
-        f"<h1>duixwatch</h1><ul>{facts}</ul>"
+        f"<h1>duixwatch</h1>{blocked}<ul>{facts}</ul>"
         "<table><tr><th>app</th><th>app id</th><th>state</th><th>sessions</th>"
         "<th>user concurrency</th><th>total concurrency</th><th>oldest session</th>"
         "<th>last success</th><th>last error</th></tr>"
@@ -387,7 +417,8 @@ def status_html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -
         + "</table><h2>Recent actions</h2><table><tr><th>at</th><th>policy</th><th>app</th>"
         "<th>action</th><th>session</th><th>outcome</th><th>detail</th></tr>"
         + action_rows
-        + "</table><h2>Dialog probes</h2><table><tr><th>probe</th><th>target</th>"
+        + f"</table><h2>Files in state.dir</h2><ul>{files}</ul>"
+        "<h2>Dialog probes</h2><table><tr><th>probe</th><th>target</th>"
         "<th>mode</th><th>state</th><th>first answer / end</th><th>budget</th><th>at</th>"
         "<th>failed rule</th></tr>"
         + "".join(_probe_row(p) for p in info.get("dialog_probes", []))

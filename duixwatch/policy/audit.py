@@ -44,12 +44,15 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, get_args
+
+import structlog
 
 from duixwatch.core import clock as clock_mod
 from duixwatch.core import errors
@@ -62,11 +65,16 @@ __all__ = [
     "AuditLog",
     "AuditReadResult",
     "Event",
+    "audit_files",
     "format_ts",
+    "iter_records",
     "new_cycle_id",
     "open_intents",
     "read_audit",
+    "recent_records",
 ]
+
+log = structlog.get_logger("duixwatch.policy.audit")
 
 AUDIT_FILENAME: Final = "audit.jsonl"
 
@@ -133,22 +141,39 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class AuditLog:
-    """Appends audit records to one file, durably (see the module docstring).
+    """Appends audit records to one file, durably, rotating it by size (see the module
+    docstring).
 
     Thread-safe: writes are serialised by a lock, so the executor may call it from worker
     threads. Usable as a context manager, which closes it.
     """
 
-    def __init__(self, path: Path, *, clock: clock_mod.Clock) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: clock_mod.Clock,
+        max_bytes: int = 0,
+        keep: int = 10,
+        required: bool = True,
+    ) -> None:
         """Open ``path`` for appending, creating it (mode 0600) and its directory (0700).
 
         If the file's last line is torn (no final newline), terminate it first; see
-        :attr:`repaired_torn_line`. Raises :class:`AuditError` when any of this fails.
+        :attr:`repaired_torn_line`. When any of this fails: raise :class:`AuditError`, or with
+        ``required=False`` start without a file (every write then tries to open it again and
+        raises until it can; :attr:`error` says why).
         """
         self.path = Path(path)
         self._clock = clock
         self._lock = threading.Lock()
         self._fd: int | None = None
+        #: (st_dev, st_ino) of the open file, to notice it was deleted or replaced
+        self._identity: tuple[int, int] | None = None
+        self._size = 0
+        self._closed = False
+        self.max_bytes = max_bytes
+        self.keep = keep
         #: The fsync used after every write: a seam for tests (replace it on the instance).
         self._fsync: Callable[[int], None] = os.fsync
         #: A failed or short write may have left a partial line: the next write starts with a
@@ -156,13 +181,27 @@ class AuditLog:
         self._needs_newline = False
         #: True when opening found (and terminated) a torn last line left by a crash.
         self.repaired_torn_line = False
+        #: Why the latest open or write failed (None: the latest one worked).
+        self.error: str | None = None
+        #: When the file was last rotated by size, and how often since the start.
+        self.last_rotation: datetime | None = None
+        self.rotations = 0
+        try:
+            with self._lock:
+                self._open()
+        except AuditError as exc:
+            if required:
+                raise
+            self.error = str(exc)
+
+    def _open(self) -> None:
+        """Open (creating) the file; under the lock. Raises :class:`AuditError`."""
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             created = not self.path.exists()
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise AuditError(f"cannot open the audit log {self.path}: {exc}") from exc
-        self._fd = fd
         try:
             if created:
                 # Make the new directory entry itself durable, not only the file's data.
@@ -171,15 +210,70 @@ class AuditLog:
                     self._fsync(dir_fd)
                 finally:
                     os.close(dir_fd)
-            size = os.fstat(fd).st_size
+            stat = os.fstat(fd)
+            size = stat.st_size
             if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
                 _write_all(fd, b"\n")
                 self._fsync(fd)
+                size += 1
                 self.repaired_torn_line = True
         except OSError as exc:
             os.close(fd)
-            self._fd = None
             raise AuditError(f"cannot prepare the audit log {self.path}: {exc}") from exc
+        self._fd, self._identity, self._size = fd, (stat.st_dev, stat.st_ino), size
+        self._needs_newline = False
+
+    def _drop(self) -> None:
+        """Close the descriptor (under the lock), whatever state it is in."""
+        fd, self._fd, self._identity = self._fd, None, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError as exc:
+                log.warning("audit_close_failed", path=str(self.path), error=str(exc))
+
+    def _ensure_open(self) -> int:
+        """The descriptor to write to (under the lock): reopened when the file was deleted
+        or replaced since it was opened, opened when an earlier open failed."""
+        if self._closed:
+            raise AuditError(f"the audit log {self.path} is closed")
+        if self._fd is not None:
+            try:
+                current = os.stat(self.path)
+                same = (current.st_dev, current.st_ino) == self._identity
+            except FileNotFoundError:
+                same = False
+            except OSError as exc:
+                raise AuditError(f"cannot check the audit log {self.path}: {exc}") from exc
+            if not same:
+                log.warning("audit_log_replaced", path=str(self.path), detail="reopening")
+                self._drop()
+        if self._fd is None:
+            self._open()
+        assert self._fd is not None  # noqa: S101 - _open() set it or raised
+        return self._fd
+
+    def _rotated(self, number: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{number}")
+
+    def _rotate(self) -> None:
+        """``audit.jsonl`` becomes ``.1``, ``.1`` becomes ``.2``, …, ``.<keep>`` is deleted;
+        then a new file is opened. Under the lock, between two whole lines. A failure leaves
+        every record in some file and writing goes on in the current one (logged)."""
+        try:
+            self._rotated(self.keep).unlink(missing_ok=True)
+            for number in range(self.keep - 1, 0, -1):
+                if self._rotated(number).exists():
+                    os.replace(self._rotated(number), self._rotated(number + 1))
+            os.replace(self.path, self._rotated(1))
+        except OSError as exc:
+            log.error("audit_rotate_failed", path=str(self.path), error=str(exc))  # noqa: TRY400
+            return
+        self._drop()  # the old file is complete: every line in it was synced
+        self.last_rotation = self._clock.now()
+        self.rotations += 1
+        log.info("audit_rotated", path=str(self.path), keep=self.keep)
+        self._open()
 
     def write(
         self,
@@ -219,21 +313,71 @@ class AuditLog:
         }
         line = json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode("ascii")
         with self._lock:
-            if self._fd is None:
-                raise AuditError(f"the audit log {self.path} is closed")
-            data = (b"\n" if self._needs_newline else b"") + line + b"\n"
-            try:
-                self._needs_newline = True
-                _write_all(self._fd, data)
-                self._needs_newline = False
-                self._fsync(self._fd)
-            except OSError as exc:
-                raise AuditError(f"cannot write the audit log {self.path}: {exc}") from exc
+            self._append(line + b"\n")
         return record
+
+    def _append(self, data: bytes) -> None:
+        """Write ``data`` (whole lines, or nothing) and sync it; under the lock."""
+        try:
+            fd = self._ensure_open()
+            room = self.max_bytes - self._size - self._needs_newline
+            if self.max_bytes and self._size and len(data) > room:
+                self._rotate()
+                fd = self._ensure_open()
+            if self._needs_newline:
+                data = b"\n" + data
+            self._needs_newline = True
+            _write_all(fd, data)
+            self._size += len(data)
+            self._needs_newline = False
+            self._fsync(fd)
+        except AuditError as exc:
+            self.error = str(exc)
+            raise
+        except OSError as exc:
+            self.error = f"cannot write the audit log {self.path}: {exc}"
+            raise AuditError(self.error) from exc
+        self.error = None
+
+    def probe(self) -> None:
+        """Check the file: reopen it when it was deleted or replaced; after a failure
+        (:attr:`error` set) also write and sync a newline, to learn whether writing works again
+        (readers skip blank lines; it also ends a line a failed write may have left partial).
+        Raises :class:`AuditError` (and sets :attr:`error`) while it cannot."""
+        with self._lock:
+            if self.error is None and not self._needs_newline:
+                try:
+                    self._ensure_open()
+                except AuditError as exc:
+                    self.error = str(exc)
+                    raise
+                return
+            self._needs_newline = False
+            self._append(b"\n")
+
+    def reopen(self) -> None:
+        """Close and open the file again (SIGUSR1, after logrotate moved it away). Raises
+        :class:`AuditError` when it cannot be opened; the next write tries again."""
+        with self._lock:
+            if self._closed:
+                return
+            self._drop()
+            try:
+                self._open()
+            except AuditError as exc:
+                self.error = str(exc)
+                raise
+            self.error = None
+        log.info("audit_reopened", path=str(self.path))
+
+    def files(self) -> list[Path]:
+        """The audit file and its rotated files that exist, oldest first."""
+        return audit_files(self.path)
 
     def close(self) -> None:
         """Close the file (idempotent); later writes raise :class:`AuditError`."""
         with self._lock:
+            self._closed = True
             fd, self._fd = self._fd, None
             if fd is None:
                 return
@@ -262,7 +406,8 @@ class AuditLog:
 
 @dataclass(frozen=True, slots=True)
 class AuditReadResult:
-    """What :func:`read_audit` found. Line numbers start at 1."""
+    """What :func:`read_audit` found. Line numbers start at 1 and, across rotated files, count
+    on from the oldest file to the newest (``cat audit.jsonl.2 audit.jsonl.1 audit.jsonl``)."""
 
     #: Every line that is a JSON object, in file order.
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -273,6 +418,8 @@ class AuditReadResult:
     torn_lines: list[int] = field(default_factory=list)
     #: Lines that are neither a record nor a torn write: corruption, should be empty.
     bad_lines: list[int] = field(default_factory=list)
+    #: The files read, oldest first.
+    files: tuple[Path, ...] = field(default=(), compare=False)
 
     @property
     def clean(self) -> bool:
@@ -288,49 +435,118 @@ def _is_torn(line: bytes) -> bool:
     return stripped.startswith(b"{") and not stripped.endswith(b"}")
 
 
-def read_audit(path: Path) -> AuditReadResult:
-    """Read an audit log, tolerating torn lines (see the module docstring).
+def audit_files(path: Path) -> list[Path]:
+    """``path``'s rotated files (``path.N`` … ``path.1``) and ``path`` itself, those that are
+    files, oldest first. Raises :class:`AuditError` when the directory cannot be listed."""
+    path = Path(path)
+    prefix = path.name + "."
+    try:
+        names = os.listdir(path.parent)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise AuditError(f"cannot list the audit log's directory {path.parent}: {exc}") from exc
+    rotated = sorted(
+        (
+            (int(name[len(prefix) :]), path.with_name(name))
+            for name in names
+            if name.startswith(prefix)
+            and name[len(prefix) :].isascii()
+            and name[len(prefix) :].isdecimal()
+        ),
+        reverse=True,
+    )
+    return [p for _, p in rotated if p.is_file()] + ([path] if path.is_file() else [])
 
-    A missing file has no records. Blank lines are skipped. Raises :class:`AuditError` when the
+
+Line = tuple[Literal["record", "torn", "bad"], int, Any, bool]
+
+
+def _scan(files: list[Path]) -> Iterator[Line]:
+    """(kind, line number, record or None, is the unterminated last line) of every non-blank
+    line of ``files`` in order, read one line at a time (a 64 MiB file is never held whole)."""
+    number = 0
+    for path in files:
+        try:
+            with open(path, "rb") as handle:
+                for raw in handle:
+                    number += 1
+                    terminated = raw.endswith(b"\n")
+                    line = raw[:-1] if terminated else raw
+                    if not line.strip(b" \t\r"):
+                        continue
+                    try:
+                        value = json.loads(line.decode("utf-8"))
+                    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+                        value = None
+                    if isinstance(value, dict):
+                        yield "record", number, value, not terminated
+                    elif value is None and _is_torn(line):
+                        yield "torn", number, None, not terminated
+                    else:
+                        yield "bad", number, None, not terminated
+        except FileNotFoundError:
+            continue  # rotated away while being read: its lines are in the next name
+        except OSError as exc:
+            raise AuditError(f"cannot read the audit log {path}: {exc}") from exc
+
+
+def read_audit(path: Path, *, rotated: bool = False) -> AuditReadResult:
+    """Read an audit log, tolerating torn lines (see the module docstring); with ``rotated``,
+    its rotated files too, oldest first.
+
+    A missing file has no records. Blank lines are skipped. Raises :class:`AuditError` when a
     file cannot be read.
     """
-    try:
-        with open(path, "rb") as handle:
-            content = handle.read()
-    except FileNotFoundError:
-        return AuditReadResult()
-    except OSError as exc:
-        raise AuditError(f"cannot read the audit log {path}: {exc}") from exc
+    path = Path(path)
+    files = audit_files(path) if rotated else [path]
     records: list[dict[str, Any]] = []
     torn_lines: list[int] = []
     bad_lines: list[int] = []
     torn_tail = False
-    lines = content.split(b"\n")
-    # After a final newline, split() yields an empty last piece that is not a line.
-    terminated = lines[-1] == b""
-    if terminated:
-        lines.pop()
-    for number, line in enumerate(lines, start=1):
-        is_tail = number == len(lines) and not terminated
-        if not line.strip(b" \t\r"):
-            continue
-        try:
-            value = json.loads(line.decode("utf-8"))
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError
-            value = None
-        if isinstance(value, dict):
+    for kind, number, value, unterminated in _scan(files):
+        if kind == "record":
             records.append(value)
-        elif value is None and _is_torn(line):
+        elif kind == "torn":
             torn_lines.append(number)
-            torn_tail = torn_tail or is_tail
+            torn_tail = torn_tail or unterminated
         else:
             bad_lines.append(number)
     return AuditReadResult(
-        records=records, torn_tail=torn_tail, torn_lines=torn_lines, bad_lines=bad_lines
+        records=records,
+        torn_tail=torn_tail,
+        torn_lines=torn_lines,
+        bad_lines=bad_lines,
+        files=tuple(f for f in files if f.is_file()),
     )
 
 
-def open_intents(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def iter_records(path: Path, *, newest_files: int | None = None) -> Iterator[dict[str, Any]]:
+    """The records of ``path`` and its rotated files, oldest first, one line in memory at a
+    time; with ``newest_files``, only that many of the newest files."""
+    files = audit_files(path)
+    if newest_files is not None:
+        files = files[-newest_files:] if newest_files > 0 else []
+    for kind, _, value, _ in _scan(files):
+        if kind == "record":
+            yield value
+
+
+def recent_records(path: Path, limit: int) -> list[dict[str, Any]]:
+    """The last ``limit`` records across ``path`` and its rotated files, oldest first, reading
+    only the newest files needed."""
+    chunks: list[list[dict[str, Any]]] = []
+    need = limit
+    for file in reversed(audit_files(path)):
+        if need <= 0:
+            break
+        tail = deque((v for kind, _, v, _ in _scan([file]) if kind == "record"), maxlen=need)
+        chunks.append(list(tail))
+        need -= len(tail)
+    return [record for chunk in reversed(chunks) for record in chunk]
+
+
+def open_intents(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The intents without an outcome, oldest first: calls a crash (SIGKILL, power loss) cut
     between their intent line and their outcome line. Whether each happened is unknown; the
     daemon records an ``unknown`` outcome for each after restarting."""

@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any, Literal, Protocol
 
@@ -47,7 +48,7 @@ import structlog
 from duixwatch.core import errors, models
 from duixwatch.core.clock import Clock, RateLimiter
 from duixwatch.policy import audit, notify
-from duixwatch.policy.plan import ActionRecord, Plan, PlannedAction, PolicyPlan
+from duixwatch.policy.plan import Abort, ActionRecord, Plan, PlannedAction, PolicyPlan
 from duixwatch.policy.schema import PolicyConfig
 
 __all__ = [
@@ -136,8 +137,10 @@ class Executor:
         max_stops_per_second: float = 5.0,
         request_timeout_seconds: float = 10.0,
         keep_recent: int = 200,
+        state_error: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._client = client
+        self._state_error = state_error
         self._clock = clock
         self._audit = audit_log
         self._metrics = metric_set
@@ -203,6 +206,7 @@ class Executor:
         """Apply every policy plan of one APP's cycle; returns what was done (or simulated).
 
         ``policies`` are the policies the plan was made with (by name)."""
+        plan = await self._unless_blocked(plan)
         done: list[ActionRecord] = []
         stopped_this_cycle: set[str] = set()
         #: the calls planned and not started yet, by (policy index, action index)
@@ -256,6 +260,37 @@ class Executor:
         return done
 
     # ------------------------------------------------------------------ pieces
+
+    async def _unless_blocked(self, plan: Plan) -> Plan:
+        """``plan``, or, when its calls could not be recorded — the audit log cannot be written
+        (probed again first), or the state database cannot — the same plan with each acting
+        policy aborted (``audit_unavailable``, ``state_unavailable``)."""
+        acting = [p for p in plan.policies if p.abort is None and not p.dry_run and p.actions]
+        if not acting:
+            return plan
+        abort: Abort | None = None
+        if self._audit.error is not None:
+            try:
+                await anyio.to_thread.run_sync(self._audit.probe)
+            except audit.AuditError as exc:
+                abort = Abort(
+                    "audit_unavailable",
+                    f"the audit log cannot be written, and no call is made without its intent"
+                    f" record ({exc})",
+                )
+        state_error = self._state_error()
+        if abort is None and state_error is not None:
+            abort = Abort(
+                "state_unavailable",
+                f"the state database cannot be written, so a restart would lose what this"
+                f" policy's decisions rest on ({state_error})",
+            )
+        if abort is None:
+            return plan
+        return replace(
+            plan,
+            policies=tuple(replace(p, abort=abort) if p in acting else p for p in plan.policies),
+        )
 
     def _record_deadline(self) -> float:
         """When the audit lines written after a halt or a cut must be done."""

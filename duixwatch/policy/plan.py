@@ -8,10 +8,10 @@ decision goes through, whatever its match kind.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 __all__ = [
     "Abort",
@@ -28,7 +28,12 @@ __all__ = [
 ]
 
 AbortReason = Literal[
-    "max_actions", "max_percent", "stale_data", "no_session_list", "state_unavailable"
+    "max_actions",
+    "max_percent",
+    "stale_data",
+    "no_session_list",
+    "state_unavailable",
+    "audit_unavailable",
 ]
 #: What a policy does (its ``action:``), and the calls that make it up.
 PolicyAction = Literal["stop_sessions", "close_all"]
@@ -112,6 +117,31 @@ class ActionRecord:
     outcome: str
     reason: str
     error: str | None = None
+
+    @classmethod
+    def from_audit(cls, record: Mapping[str, Any]) -> ActionRecord | None:
+        """The action an audit ``outcome`` or ``dry_run`` line records (``None`` for other
+        lines): how ``/status`` shows the actions of an earlier run after a restart."""
+        if record.get("event") not in ("outcome", "dry_run") or not record.get("action"):
+            return None
+        try:
+            at = datetime.strptime(str(record.get("ts")), "%Y-%m-%dT%H:%M:%S.%fZ")
+        except ValueError:
+            return None  # not a time our writer wrote: nothing to show
+        session_id = record.get("session_id")
+        error = record.get("error")
+        return cls(
+            at=at.replace(tzinfo=UTC),
+            cycle=str(record.get("cycle")),
+            policy=str(record.get("policy")),
+            app=str(record.get("app")),
+            app_id=str(record.get("app_id")),
+            action=str(record.get("action")),
+            session_id=None if session_id is None else str(session_id),
+            outcome=str(record.get("outcome")),
+            reason=str(record.get("reason")),
+            error=None if error is None else str(error),
+        )
 
 
 def fmt_seconds(seconds: float) -> str:

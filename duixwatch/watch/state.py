@@ -13,27 +13,21 @@ Three tables live in ``<state.dir>/state.sqlite3``:
 ``session_history``
     Every session seen to end: APP, id, start (the platform's, else the first sighting), end
     (the last sighting), who closed it (``policy``/``platform``) and which policy. Written
-    behind with the first-seen changes; rows older than ``state.history_days`` are deleted by
-    :meth:`StateStore.prune_history`, which the daemon runs in a worker thread, so the file
-    stays bounded. :func:`read_history` reads it (read-only) for ``duixwatch report``.
+    behind with the first-seen changes; pruned by :mod:`duixwatch.watch.upkeep`.
 
-Durability and safety choices:
+Durability and safety choices (the file's schema and its readers: :mod:`~.statedb`):
 
 * WAL journal with ``synchronous=FULL``: a transaction that returned is on disk even after a
   power loss (``NORMAL`` in WAL mode may lose the last transactions, which would reset ages).
-* Times are stored as integer microseconds since the Unix epoch (UTC), so they round-trip
-  exactly; they come back as timezone-aware UTC datetimes. Naive datetimes are refused.
-* The schema is versioned with ``PRAGMA user_version`` and created or migrated at open. A file
-  that is not a database, fails SQLite's ``quick_check``, cannot be opened, or was written by a
-  newer duixwatch (a higher schema version) raises
-  :class:`~duixwatch.core.errors.ConfigError` naming the path: the operator has to fix or remove
-  the state directory.
+* A file that is not a usable database raises ``StateCorrupt`` (the daemon moves it aside and
+  starts afresh: :meth:`StateStore.open_or_memory`), one from a newer duixwatch
+  ``StateTooNew``, one that cannot be opened ``ConfigError``: each names the path.
 * A directory duixwatch creates gets mode 0700 and the database file 0600 (SQLite gives its
-  ``-wal``/``-shm`` files the database's mode); an existing directory is left as the operator
-  made it.
+  ``-wal``/``-shm`` files the database's mode); an existing directory is left as it is.
 * Calls may come from anyio worker threads: the connection is shared across threads
   (``check_same_thread=False``) behind a lock, and each call is one short transaction.
-* A failure after opening (disk full, I/O error, a closed store) raises :class:`StateError`.
+* A failure after opening (disk full, I/O error, a closed store) raises :class:`StateError`
+  and sets :attr:`StateStore.write_error` until a write succeeds again.
 """
 
 from __future__ import annotations
@@ -43,8 +37,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Final, TypeVar
@@ -55,6 +48,19 @@ import structlog
 
 from duixwatch.core import errors
 from duixwatch.core.clock import Clock
+from duixwatch.watch.statedb import (
+    DB_FILENAME,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    HistoryRow,
+    StateCorrupt,
+    StateTooNew,
+    file_sizes,
+    from_us,
+    move_aside,
+    read_history,
+    to_us,
+)
 
 __all__ = [
     "DB_FILENAME",
@@ -68,52 +74,10 @@ __all__ = [
 
 log = structlog.get_logger("duixwatch.watch.state")
 
-DB_FILENAME: Final = "state.sqlite3"
 #: Seconds between attempts to write queued first-seen changes after a failed write.
 RETRY_SECONDS: Final = 5.0
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND: Final = timedelta(microseconds=1)
-
-#: Each entry migrates the schema from version ``i`` to ``i + 1``; the store is at
-#: ``len(_MIGRATIONS)``. Append, never edit: a released database has run the earlier ones.
-_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
-    (
-        """
-        CREATE TABLE first_seen (
-            app_id        TEXT    NOT NULL,
-            session_id    TEXT    NOT NULL,
-            first_seen_us INTEGER NOT NULL,
-            PRIMARY KEY (app_id, session_id)
-        ) WITHOUT ROWID
-        """,
-        """
-        CREATE TABLE over_since (
-            app_id   TEXT    NOT NULL,
-            policy   TEXT    NOT NULL,
-            since_us INTEGER NOT NULL,
-            PRIMARY KEY (app_id, policy)
-        ) WITHOUT ROWID
-        """,
-    ),
-    (
-        """
-        CREATE TABLE session_history (
-            app         TEXT    NOT NULL,
-            session_id  TEXT    NOT NULL,
-            started_us  INTEGER NOT NULL,
-            ended_us    INTEGER NOT NULL,
-            closed_by   TEXT    NOT NULL,
-            policy      TEXT,
-            start_known INTEGER NOT NULL
-        )
-        """,
-        "CREATE INDEX session_history_ended ON session_history (ended_us)",
-        "CREATE INDEX session_history_app_ended ON session_history (app, ended_us)",
-    ),
-)
-
-SCHEMA_VERSION: Final = len(_MIGRATIONS)
+#: A database smaller than this many pages (4 MiB at SQLite's 4 KiB pages) is never vacuumed.
+VACUUM_MIN_PAGES: Final = 1024
 
 _T = TypeVar("_T")
 
@@ -122,52 +86,60 @@ class StateError(errors.StorageError):
     """Reading or writing the state database failed after it was opened."""
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryRow:
-    """One ended session (times aware, UTC)."""
-
-    app: str
-    session_id: str
-    #: The platform's start time when ``start_known``, else when duixwatch first saw it.
-    started: datetime
-    #: When duixwatch last saw it live (its end is at most one poll interval later).
-    ended: datetime
-    closed_by: str
-    policy: str | None = None
-    start_known: bool = True
-
-    @property
-    def duration_seconds(self) -> float:
-        return max(0.0, (self.ended - self.started).total_seconds())
-
-
-def _to_us(moment: datetime) -> int:
-    """Microseconds since the epoch of an aware datetime (exact, unlike float seconds)."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"naive datetime {moment.isoformat()}: state times must be aware")
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def _from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
-
-
 class StateStore:
     """duixwatch's persistent state in one SQLite database (see the module docstring).
 
     Usable as a context manager, which closes it.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        recover: bool = False,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
         """Open (creating if needed) ``<directory>/state.sqlite3``.
 
         Raises :class:`~duixwatch.core.errors.ConfigError` naming the path when the directory or
-        database cannot be created or opened, or the database is corrupt or too new.
+        database cannot be created or opened, or the database is corrupt
+        (:class:`~duixwatch.watch.statedb.StateCorrupt`) or too new
+        (:class:`~duixwatch.watch.statedb.StateTooNew`). With ``recover`` (the daemon), a corrupt
+        file is moved aside (:func:`~duixwatch.watch.statedb.move_aside`, at ``now()``) and a
+        fresh one started, loudly; :attr:`moved_aside` says where it went.
         """
         path = Path(directory) / DB_FILENAME
         self.path: Path | None = path
+        self._lock = threading.Lock()
+        self._closed = False
+        self._write_error: str | None = None
+        #: Why the file could not be used at all (an in-memory stand-in is running instead).
+        self.unavailable: str | None = None
+        #: Where a corrupt file found at open was moved.
+        self.moved_aside: Path | None = None
         try:
-            Path(directory).mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._open_file(path)
+        except StateCorrupt as exc:
+            if not recover:
+                raise
+            try:
+                self.moved_aside = move_aside(path, (now or (lambda: datetime.now(UTC)))())
+            except OSError as move_exc:
+                raise errors.ConfigError(f"{exc}; moving it aside failed: {move_exc}") from exc
+            log.error(  # noqa: TRY400 - expected, the message says it all
+                "state_corrupt_moved_aside",
+                path=str(path),
+                moved_to=str(self.moved_aside),
+                error=str(exc),
+                detail="a fresh state database was started: first-seen times restart from now,"
+                " for_seconds clocks from zero, and the history so far is in the moved file",
+            )
+            self._open_file(path)
+        self._init_first_seen()
+
+    def _open_file(self, path: Path) -> None:
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # Create the file ourselves so it is 0600 whatever the umask; SQLite copies the
             # database's mode to its -wal and -shm files.
             os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
@@ -177,10 +149,34 @@ class StateStore:
         except (OSError, sqlite3.Error) as exc:
             raise errors.ConfigError(f"cannot open the state database {path}: {exc}") from exc
         self._connection = connection
-        self._lock = threading.Lock()
-        self._closed = False
         self._prepare(journal_mode="wal")
-        self._init_first_seen()
+
+    @classmethod
+    def open_or_memory(cls, directory: Path, *, now: Callable[[], datetime]) -> StateStore:
+        """The daemon's store: the file (a corrupt one moved aside), or, when the directory
+        or file cannot be used (read-only, full, not a directory), an in-memory store whose
+        :attr:`write_error` says why, so that polling goes on and enforcement is blocked.
+        A database written by a newer duixwatch still raises (upgrade, or move it away)."""
+        try:
+            return cls(directory, recover=True, now=now)
+        except StateTooNew:
+            raise
+        except errors.ConfigError as exc:
+            log.error(  # noqa: TRY400 - the message says it all
+                "state_unavailable",
+                error=str(exc),
+                detail="running on an in-memory state: polling and metrics go on, policies do"
+                " not act; fix the state directory and restart",
+            )
+            store = cls.in_memory()
+            store.unavailable = str(exc)
+            return store
+
+    @property
+    def write_error(self) -> str | None:
+        """Why writes fail (the latest write failed, or the file could not be used at all);
+        None while they work."""
+        return self.unavailable or self._write_error
 
     @classmethod
     def in_memory(cls) -> StateStore:
@@ -192,6 +188,9 @@ class StateStore:
         )
         store._lock = threading.Lock()
         store._closed = False
+        store._write_error = None
+        store.unavailable = None
+        store.moved_aside = None
         store._prepare(journal_mode=None)
         store._init_first_seen()
         return store
@@ -216,22 +215,25 @@ class StateStore:
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.Error as exc:
             self._connection.close()
-            raise errors.ConfigError(f"cannot use the state database {self._label}: {exc}") from exc
-        problem = None
+            # "file is not a database", "database disk image is malformed": the file itself;
+            # an OperationalError (locked, read-only, cannot open) is about where it lives.
+            kind = errors.ConfigError if isinstance(exc, sqlite3.OperationalError) else StateCorrupt
+            raise kind(f"cannot use the state database {self._label}: {exc}") from exc
+        problem: errors.ConfigError | None = None
         if checks != ["ok"]:
-            problem = (
+            problem = StateCorrupt(
                 f"the state database {self._label} is corrupt ({'; '.join(checks)[:200]});"
                 " move it away and restart (first-seen times will restart from now)"
             )
         elif version > SCHEMA_VERSION:
-            problem = (
+            problem = StateTooNew(
                 f"the state database {self._label} has schema version {version}, newer than"
                 f" this duixwatch understands ({SCHEMA_VERSION}); upgrade duixwatch or move"
                 " the state directory away"
             )
         if problem is not None:
             self._connection.close()
-            raise errors.ConfigError(problem)
+            raise problem
         try:
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 self._migrate(target)
@@ -247,7 +249,7 @@ class StateStore:
         db = self._connection
         db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _MIGRATIONS[target - 1]:
+            for statement in MIGRATIONS[target - 1]:
                 db.execute(statement)
             db.execute(f"PRAGMA user_version={target}")
         except BaseException:
@@ -256,7 +258,7 @@ class StateStore:
         db.execute("COMMIT")
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _locked_transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction under the lock; SQLite errors become :class:`StateError`."""
         with self._lock:
             if self._closed:
@@ -280,6 +282,17 @@ class StateStore:
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise StateError(f"state database {self._label}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """:meth:`_locked_transaction`, remembering whether it failed (:attr:`write_error`)."""
+        try:
+            with self._locked_transaction() as db:
+                yield db
+        except StateError as exc:
+            self._write_error = str(exc)
+            raise
+        self._write_error = None
 
     def _read(self, query: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run a read-only ``query`` under the lock."""
@@ -308,7 +321,7 @@ class StateStore:
             lambda db: db.execute("SELECT app_id, session_id, first_seen_us FROM first_seen")
         )
         for app_id, session_id, first_seen_us in rows:
-            self._first_seen.setdefault(app_id, {})[session_id] = _from_us(int(first_seen_us))
+            self._first_seen.setdefault(app_id, {})[session_id] = from_us(int(first_seen_us))
 
     def first_seen(
         self, app_id: str, session_ids: Iterable[str], now: datetime
@@ -335,8 +348,8 @@ class StateStore:
         new = [sid for sid in ids if sid not in known]
         if not gone and not new:
             return known
-        now_us = _to_us(now)
-        seen_now = _from_us(now_us)
+        now_us = to_us(now)
+        seen_now = from_us(now_us)
         current = {sid: known.get(sid, seen_now) for sid in ids}
         self._first_seen[app_id] = current
         with self._pending_lock:
@@ -401,7 +414,7 @@ class StateStore:
     def prune_history(self, before: datetime) -> int:
         """Delete the history of sessions that ended before ``before``; how many rows. Blocking
         (a worker thread's job); bounded batches keep each transaction short."""
-        cutoff = _to_us(before)
+        cutoff = to_us(before)
         removed = 0
         for _ in range(10_000):  # bounded: at most 10,000 batches per call
             with self._transaction() as db:
@@ -446,8 +459,8 @@ class StateStore:
                         (
                             r.app,
                             r.session_id,
-                            _to_us(r.started),
-                            _to_us(r.ended),
+                            to_us(r.started),
+                            to_us(r.ended),
                             r.closed_by,
                             r.policy,
                             1 if r.start_known else 0,
@@ -482,11 +495,11 @@ class StateStore:
                 (app_id, policy),
             ).fetchone()
         )
-        return None if row is None else _from_us(int(row[0]))
+        return None if row is None else from_us(int(row[0]))
 
     def set_over_since(self, app_id: str, policy: str, since: datetime | None) -> None:
         """Record when ``app_id`` went over ``policy``'s limit; ``None`` clears it."""
-        since_us = None if since is None else _to_us(since)
+        since_us = None if since is None else to_us(since)
         with self._transaction() as db:
             if since_us is None:
                 db.execute(
@@ -501,8 +514,9 @@ class StateStore:
 
     # ----------------------------------------------------------------------- housekeeping
 
-    def forget_apps(self, keep_app_ids: Iterable[str]) -> None:
-        """Drop every row of the APPs not in ``keep_app_ids`` (no longer configured)."""
+    def forget_apps(self, keep_app_ids: Iterable[str]) -> int:
+        """Drop every row of the APPs not in ``keep_app_ids`` (no longer configured); how many
+        APPs were dropped. Blocking; safe from a worker thread."""
         keep = set(keep_app_ids)
         with self._transaction() as db:
             stored = {
@@ -516,14 +530,45 @@ class StateStore:
             db.executemany("DELETE FROM over_since WHERE app_id = ?", gone)
             with self._pending_lock:
                 self._pending = {k: us for k, us in self._pending.items() if k[0] in keep}
-        self._first_seen = {a: seen for a, seen in self._first_seen.items() if a in keep}
+        # In place: the event loop's first_seen() may be writing a kept APP's entry right now.
+        for app_id in [a for a in self._first_seen if a not in keep]:
+            self._first_seen.pop(app_id, None)
+        return len(gone)
 
-    def forget_policies(self, keep_policies: Iterable[str]) -> None:
-        """Drop the ``over_since`` rows of policies not in ``keep_policies`` (removed, renamed)."""
+    def forget_policies(self, keep_policies: Iterable[str]) -> int:
+        """Drop the ``over_since`` rows of policies not in ``keep_policies`` (removed, renamed);
+        how many policies were dropped."""
         keep = set(keep_policies)
         with self._transaction() as db:
             stored = {row[0] for row in db.execute("SELECT DISTINCT policy FROM over_since")}
             db.executemany("DELETE FROM over_since WHERE policy = ?", [(p,) for p in stored - keep])
+        return len(stored - keep)
+
+    def vacuum_if_sparse(self, *, min_pages: int = VACUUM_MIN_PAGES) -> bool:
+        """``VACUUM`` when at least half the file's pages are free (it shrank by half) and it
+        has at least ``min_pages``; whether it did. Blocking (a worker thread's job): the
+        database is locked meanwhile, and it needs free disk space the size of the file."""
+        with self._lock:
+            if self._closed:
+                raise StateError(f"the state database {self._label} is closed")
+            db = self._connection
+            try:
+                pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+                free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+                if pages < min_pages or free * 2 < pages:
+                    return False
+                db.execute("VACUUM")
+                if self.path is not None:
+                    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                self._write_error = f"state database {self._label}: VACUUM: {exc}"
+                raise StateError(self._write_error) from exc
+        log.info("state_vacuumed", path=self._label, pages_before=pages, free_pages=free)
+        return True
+
+    def file_sizes(self) -> dict[str, int]:
+        """Bytes of the database file and its write-ahead log, by file name (those that exist)."""
+        return {} if self.path is None else file_sizes(self.path)
 
     def close(self) -> None:
         """Write what is queued, close the database (idempotent); later calls raise
@@ -554,45 +599,3 @@ class StateStore:
 
     def __repr__(self) -> str:
         return f"StateStore({self._label!r})"
-
-
-def read_history(state_dir: Path, *, since: datetime, app: str | None = None) -> list[HistoryRow]:
-    """The sessions that ended since ``since`` (of ``app``, when given), oldest end first, read
-    from ``<state_dir>/state.sqlite3`` without writing (the daemon may be running). A database
-    that does not exist, or has no history yet, gives ``[]``."""
-    path = Path(state_dir) / DB_FILENAME
-    if not path.exists():
-        return []
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
-    except sqlite3.Error as exc:
-        raise errors.ConfigError(f"cannot open the state database {path}: {exc}") from exc
-    try:
-        query = (
-            "SELECT app, session_id, started_us, ended_us, closed_by, policy, start_known"
-            " FROM session_history WHERE ended_us >= ?"
-        )
-        params: tuple[object, ...] = (_to_us(since),)
-        if app is not None:
-            query += " AND app = ?"
-            params += (app,)
-        try:
-            rows = db.execute(query + " ORDER BY ended_us", params).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []  # written by a duixwatch without history yet
-            raise errors.ConfigError(f"cannot read the state database {path}: {exc}") from exc
-    finally:
-        db.close()
-    return [
-        HistoryRow(
-            app=a,
-            session_id=sid,
-            started=_from_us(int(start)),
-            ended=_from_us(int(end)),
-            closed_by=by,
-            policy=policy,
-            start_known=bool(known),
-        )
-        for a, sid, start, end, by, policy, known in rows
-    ]

@@ -30,17 +30,6 @@ def config(tmp_path: Path, **apps: str) -> Path:
     return path
 
 
-def test_an_audit_log_that_is_a_directory_exits_2(tmp_path: Path) -> None:
-    path = config(tmp_path)
-    (tmp_path / "state" / "audit.jsonl").mkdir(parents=True)
-    done = subprocess.run(
-        [*DUIXWATCH, "run", "-c", str(path)], capture_output=True, text=True, timeout=30
-    )
-    assert done.returncode == 2, done.stderr
-    assert "state.dir: cannot open the audit log" in done.stderr
-    assert "Traceback" not in done.stderr
-
-
 def test_check_warns_of_an_app_id_shorter_than_duixs(tmp_path: Path) -> None:
     path = config(tmp_path, desk="1377185422953811968", short="12")
     done = subprocess.run(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +85,12 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig(directory: Path, *, stops_per_second: float = 100.0) -> AsyncIterator[Rig]:
+async def rig(
+    directory: Path,
+    *,
+    stops_per_second: float = 100.0,
+    state_error: Callable[[], str | None] = lambda: None,
+) -> AsyncIterator[Rig]:
     clock = FakeClock()
     sim = Simulator(apps=2, seed=9, clock=clock, workload=False)
     registry = Registry()
@@ -108,6 +113,7 @@ async def rig(directory: Path, *, stops_per_second: float = 100.0) -> AsyncItera
             metric_set=metric_set,
             notifier=notifier,
             max_stops_per_second=stops_per_second,
+            state_error=state_error,
         )
         with StateStore.in_memory() as clocks:
             policy_cycle = PolicyCycle(clocks=clocks, clock=clock, executor=executor)
