@@ -237,7 +237,7 @@ class Metrics:
         self._policy_actions = Counter(
             "duixwatch_policy_actions_total",
             "Policy actions by outcome: stopped, already_closed, failed, interrupted, "
-            "dry_run (actions).",
+            "still_listed, dry_run (actions).",
             _POLICY_ACTION_LABELS,
             registry=registry,
         )

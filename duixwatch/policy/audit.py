@@ -56,6 +56,7 @@ import structlog
 
 from duixwatch.core import clock as clock_mod
 from duixwatch.core import errors
+from duixwatch.policy.plan import PlannedAction, PolicyPlan
 
 __all__ = [
     "AUDIT_FILENAME",
@@ -66,6 +67,7 @@ __all__ = [
     "AuditReadResult",
     "Event",
     "audit_files",
+    "fields_of",
     "format_ts",
     "iter_records",
     "new_cycle_id",
@@ -115,6 +117,18 @@ def format_ts(moment: datetime) -> str:
 # cycles fall in one second), and ids of different processes differ with high probability.
 _CYCLE_BASE: Final = secrets.randbits(24)
 _cycle_counter = itertools.count()
+
+
+def fields_of(pplan: PolicyPlan, action: PlannedAction, cycle: str) -> dict[str, Any]:
+    """The fields every audit line about one planned call carries."""
+    return {
+        "cycle": cycle,
+        "policy": pplan.policy,
+        "app": pplan.app,
+        "app_id": pplan.app_id,
+        "action": action.action,
+        "session_id": action.session_id,
+    }
 
 
 def new_cycle_id(now: datetime) -> str:

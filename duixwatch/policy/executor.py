@@ -47,7 +47,7 @@ import structlog
 
 from duixwatch.core import errors, models
 from duixwatch.core.clock import Clock, RateLimiter
-from duixwatch.policy import audit, notify
+from duixwatch.policy import audit, notify, retries
 from duixwatch.policy.plan import Abort, ActionRecord, Plan, PlannedAction, PolicyPlan
 from duixwatch.policy.schema import PolicyConfig
 
@@ -141,6 +141,8 @@ class Executor:
     ) -> None:
         self._client = client
         self._state_error = state_error
+        #: sessions stopped successfully, to notice one still listed afterwards
+        self._stop_memory = retries.StopMemory()
         self._clock = clock
         self._audit = audit_log
         self._metrics = metric_set
@@ -206,8 +208,9 @@ class Executor:
         """Apply every policy plan of one APP's cycle; returns what was done (or simulated).
 
         ``policies`` are the policies the plan was made with (by name)."""
+        planned = plan  # what is listed and due, before the screens below
         plan = await self._unless_blocked(plan)
-        done: list[ActionRecord] = []
+        plan, done = await self._unless_still_listed(plan, cycle)
         stopped_this_cycle: set[str] = set()
         #: the calls planned and not started yet, by (policy index, action index)
         unstarted: dict[tuple[int, int], tuple[PolicyPlan, PlannedAction]] = {
@@ -255,11 +258,44 @@ class Executor:
             raise
         finally:
             self.recent.extend(done)
+        if all(p.abort is None for p in planned.policies):  # a whole view of what is listed
+            self._stop_memory.keep_only(
+                plan.app_id, (a.session_id for _, a in planned.actions if a.session_id)
+            )
         if unstarted:
             await self._abort_unstarted(unstarted.values(), policies, cycle)
         return done
 
     # ------------------------------------------------------------------ pieces
+
+    async def _unless_still_listed(self, plan: Plan, cycle: str) -> tuple[Plan, list[ActionRecord]]:
+        """``plan`` without the stops a still-listed session's backoff holds back
+        (:func:`~duixwatch.policy.retries.screen`), and the ``still_listed`` records."""
+        plan, reports = retries.screen(self._stop_memory, plan, self._clock.monotonic())
+        return plan, [await self._still_listed(r[0], r[1], r[2], r[3], cycle) for r in reports]
+
+    async def _still_listed(
+        self, pplan: PolicyPlan, action: PlannedAction, decision: str, stops: int, cycle: str
+    ) -> ActionRecord:
+        then = retries.NEXT[decision]
+        error = f"listed again after {stops} successful sessionStop(s); {then}"
+        self._metrics.policy_action(pplan.app, pplan.policy, action.action, "still_listed")
+        (log.error if decision == "give_up" else log.warning)(
+            "policy_session_still_listed",
+            policy=pplan.policy,
+            app=pplan.app,
+            session_id=action.session_id,
+            stops=stops,
+            detail=then,
+        )
+        await self._write_or_log(
+            event="outcome",
+            reason=action.reason,
+            outcome="still_listed",
+            error=error,
+            **audit.fields_of(pplan, action, cycle),
+        )
+        return self._record(pplan, action, cycle, "still_listed", error)
 
     async def _unless_blocked(self, plan: Plan) -> Plan:
         """``plan``, or, when its calls could not be recorded — the audit log cannot be written
@@ -324,7 +360,7 @@ class Executor:
                     await self._write_or_log(
                         event="abort",
                         reason=f"{reason}: {_HALT_DETAIL[reason]} ({action.reason})",
-                        **_audit_fields(pplan, action, cycle),
+                        **audit.fields_of(pplan, action, cycle),
                     )
 
     async def _write(self, **fields: Any) -> None:
@@ -386,7 +422,7 @@ class Executor:
                 event="dry_run",
                 reason=action.reason,
                 outcome="dry_run",
-                **_audit_fields(pplan, action, cycle),
+                **audit.fields_of(pplan, action, cycle),
             )
             records.append(record)
         return records
@@ -439,6 +475,8 @@ class Executor:
                 return None  # the wait for a slot outlasted the configuration or the process
             started()
             outcome, error = await self._guarded_call(pplan, action, app, cycle)
+            if outcome in ("stopped", "already_closed") and action.session_id is not None:
+                self._stop_memory.stopped(pplan.app_id, action.session_id, self._clock.monotonic())
             if outcome == "stopped" and action.session_id is not None:
                 stopped_this_cycle.add(action.session_id)
         self._metrics.policy_action(pplan.app, pplan.policy, action.action, outcome)
@@ -469,7 +507,7 @@ class Executor:
         timeout and a margin, brought forward by :meth:`stop`). A call without an answer is
         ``failed``, or ``interrupted`` once stopping (whether the platform acted on it is
         not known)."""
-        fields = {**_audit_fields(pplan, action, cycle), "reason": action.reason}
+        fields = {**audit.fields_of(pplan, action, cycle), "reason": action.reason}
         outcome: str | None = None
         error: str | None = None
         timed_out: errors.ApiTimeout | None = None
@@ -534,7 +572,7 @@ class Executor:
             event="outcome",
             reason=f"{action.reason} ({note})",
             outcome=outcome,
-            **_audit_fields(pplan, action, cycle),
+            **audit.fields_of(pplan, action, cycle),
         )
 
     def _notify(
@@ -556,32 +594,7 @@ class Executor:
         )
         if self._notifier is None or config is None or not config.notify:
             return
-        if not records and aborted is None:
-            return
-        self._notifier.submit(
-            config.notify,
-            notify.Notification(
-                policy=pplan.policy,
-                app=pplan.app,
-                app_id=pplan.app_id,
-                cycle=cycle,
-                dry_run=pplan.dry_run,
-                outcomes=tuple(
-                    notify.ActionOutcome(r.action, r.session_id, r.outcome, r.error)
-                    for r in records
-                ),
-                aborted=aborted,
-            ),
-        )
-
-
-def _audit_fields(pplan: PolicyPlan, action: PlannedAction, cycle: str) -> dict[str, Any]:
-    """The fields every audit line about one planned call carries."""
-    return {
-        "cycle": cycle,
-        "policy": pplan.policy,
-        "app": pplan.app,
-        "app_id": pplan.app_id,
-        "action": action.action,
-        "session_id": action.session_id,
-    }
+        if records or aborted is not None:
+            self._notifier.submit(
+                config.notify, notify.Notification.of(pplan, records, cycle, aborted)
+            )

@@ -38,6 +38,7 @@ from pydantic import Field
 
 from duixwatch.core.clock import Clock
 from duixwatch.core.fields import Headers, SecretUrl, Section, redact_url
+from duixwatch.policy.plan import ActionRecord, PolicyPlan
 
 __all__ = [
     "MAX_RETRY_AFTER_SECONDS",
@@ -125,6 +126,27 @@ class Notification:
     dry_run: bool
     outcomes: tuple[ActionOutcome, ...]
     aborted: str | None = None  # the abort reason, if the policy aborted this cycle
+
+    @classmethod
+    def of(
+        cls,
+        pplan: PolicyPlan,
+        records: Sequence[ActionRecord],
+        cycle: str,
+        aborted: str | None,
+    ) -> Notification:
+        """The notification of one policy plan's cycle and what it did."""
+        return cls(
+            policy=pplan.policy,
+            app=pplan.app,
+            app_id=pplan.app_id,
+            cycle=cycle,
+            dry_run=pplan.dry_run,
+            outcomes=tuple(
+                ActionOutcome(r.action, r.session_id, r.outcome, r.error) for r in records
+            ),
+            aborted=aborted,
+        )
 
     def text(self) -> str:
         """One line for humans, e.g. ``duixwatch: policy p stopped 3 session(s) of app``.
