@@ -243,14 +243,18 @@ def test_a_full_disk_aborts_the_quota_policy_as_state_unavailable_and_it_resumes
                 return None
 
             eventually(aborted, timeout=20, what="three state_unavailable aborts")
-            plan = httpx.get(f"{base}/status", timeout=2).json()["policies"]
-            assert [p["abort"]["reason"] for p in plan] == ["state_unavailable"]
+            status = httpx.get(f"{base}/status", timeout=2).json()
+            assert [p["abort"]["reason"] for p in status["policies"]] == ["state_unavailable"]
+            assert "state_unavailable" in status["storage"]["enforcement_blocked"]
+            blocked = 'duixwatch_enforcement_blocked{reason="state_unavailable"}'
+            assert f"{blocked} 1.0" in httpx.get(f"{base}/metrics", timeout=2).text
             assert sim.live(0) == set(kept) | set(extra)  # nothing stopped meanwhile
             assert httpx.get(f"{base}/healthz", timeout=2).status_code == 200  # still polling
             resource.prlimit(
                 daemon.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
             )
             eventually(lambda: sim.live(0) == set(kept), timeout=20, what="the trim, resumed")
+            assert f"{blocked} 0.0" in httpx.get(f"{base}/metrics", timeout=2).text
         finally:
             daemon.terminate()
             daemon.wait(timeout=20)
@@ -260,3 +264,34 @@ def test_a_full_disk_aborts_the_quota_policy_as_state_unavailable_and_it_resumes
     assert "policy_state_recovered" in events
     assert "policy_cycle_crashed" not in events
     assert not any("Traceback" in line for line in lines)
+
+
+@pytest.mark.timeout(60)
+def test_sigusr1_reopens_the_audit_log_logrotate_moved_away(sim: Sim) -> None:
+    """logrotate's `create` mode as an operator runs it: move the file, then SIGUSR1. The
+    daemon opens a new audit.jsonl at once, keeps running, and the next stop's intent and
+    outcome land in it; the moved file keeps every earlier line."""
+    config = sim.write_config([age_policy()])
+    base = f"http://{yaml.safe_load(config.read_text())['server']['listen']}"
+    state_dir = sim.tmp / "state"
+    first = sim.add(0, 1, 3600)
+    with run_daemon(config, sim.tmp / "daemon.log") as daemon:
+        eventually(lambda: not sim.live(0) & set(first), timeout=20, what="the first stop")
+        moved = state_dir / "audit.jsonl.1"
+        (state_dir / audit.AUDIT_FILENAME).rename(moved)
+        daemon.send_signal(signal.SIGUSR1)
+        eventually(
+            lambda: (state_dir / audit.AUDIT_FILENAME).exists(), timeout=10, what="the new file"
+        )
+        second = sim.add(0, 1, 3600)
+        eventually(lambda: not sim.live(0) & set(second), timeout=20, what="the second stop")
+        assert httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        daemon.terminate()
+        daemon.wait(timeout=20)
+    old = [(r["session_id"], r["event"]) for r in audit.read_audit(moved).records]
+    new = [
+        (r["session_id"], r["event"]) for r in audit.read_audit(state_dir / "audit.jsonl").records
+    ]
+    assert old == [(first[0], "intent"), (first[0], "outcome")]
+    assert new == [(second[0], "intent"), (second[0], "outcome")]
+    assert "audit_reopened" in (sim.tmp / "daemon.log").read_text()
