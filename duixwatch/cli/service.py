@@ -21,8 +21,15 @@ from duixwatch.core import models
 from duixwatch.core.clock import SystemClock
 from duixwatch.daemon import Daemon
 from duixwatch.duix import DuixClient
-from duixwatch.export.status import format_age, policy_plan_status, snapshot_status
+from duixwatch.export.status import (
+    action_status,
+    format_age,
+    policy_plan_status,
+    snapshot_status,
+)
+from duixwatch.policy import audit
 from duixwatch.policy.cycle import PolicyCycle
+from duixwatch.policy.plan import ActionRecord
 from duixwatch.watch import state
 from duixwatch.watch.poll import FirstSeen, MemoryFirstSeen, poll_once
 
@@ -44,6 +51,9 @@ def _environ(args: argparse.Namespace) -> dict[str, str]:
 def _load(args: argparse.Namespace) -> Config:
     return load_config(args.config, environ=_environ(args))
 
+
+#: How many of the audit log's last records ``plan`` reads back (across rotated files).
+PLAN_RECENT = 50
 
 #: The length of every DUIX id seen (Java longs); a shorter one is legal but likely a typo.
 DUIX_ID_DIGITS = 19
@@ -204,9 +214,15 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         store.close()
     entries = [policy_plan_status(p, plan.at) for plan in plans for p in plan.policies]
+    recent = _recent_actions(config)
     if args.output == "json":
         output.print_json(
-            {"enforcement_enabled": config.enforcement.enabled, "policies": entries}, out
+            {
+                "enforcement_enabled": config.enforcement.enabled,
+                "policies": entries,
+                "recent_actions": [action_status(r) for r in reversed(recent)],
+            },
+            out,
         )
     else:
         rows: list[tuple[str, ...]] = []
@@ -231,7 +247,24 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
             output.print_table(("POLICY", "APP", "MODE", "DECISION", "SESSION", "WHY"), rows, out)
             if not config.enforcement.enabled:
                 out.write("enforcement.enabled is false: nothing would be closed for real\n")
+        if recent:
+            latest = recent[-1]
+            out.write(
+                f"audit log: {len(recent)} recent action(s) (-o json lists them); the latest"
+                f" {latest.at:%Y-%m-%dT%H:%M:%SZ}: {latest.policy} on {latest.app},"
+                f" {latest.outcome}\n"
+            )
     return runtime.EXIT_FAILURE if any(s.error is not None for s in snapshots) else runtime.EXIT_OK
+
+
+def _recent_actions(config: Config) -> list[ActionRecord]:
+    """The last actions the daemon recorded, across the rotated audit files (oldest first)."""
+    try:
+        records = audit.recent_records(config.state.dir / audit.AUDIT_FILENAME, PLAN_RECENT)
+    except audit.AuditError as exc:
+        sys.stderr.write(f"warning: {exc}\n")
+        return []
+    return [r for r in map(ActionRecord.from_audit, records) if r is not None]
 
 
 def _add_web_config(p: argparse.ArgumentParser) -> None:

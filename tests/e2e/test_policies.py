@@ -14,6 +14,7 @@ import httpx
 import pytest
 import yaml
 
+from duixwatch.core.clock import SystemClock
 from duixwatch.policy import audit
 from tests.e2e.enforcing import Sim, age_policy, quota_policy, run_daemon
 from tests.procs import DUIXWATCH, eventually
@@ -25,7 +26,14 @@ def test_plan_shows_exactly_what_the_daemon_then_closes(sim: Sim) -> None:
     stale = sim.add(0, 3, 3600)
     fresh = sim.add(0, 2, 60)
     other = sim.add(1, 1, 7200)
-    config = sim.write_config([age_policy(apps=[sim.app(0)["name"]])])
+    state_dir = sim.tmp / "state"
+    config = sim.write_config(
+        [age_policy(apps=[sim.app(0)["name"]])],
+        state={"dir": str(state_dir), "audit_max_bytes": 4096},
+    )
+    with audit.AuditLog(state_dir / audit.AUDIT_FILENAME, clock=SystemClock()) as earlier:
+        while (state_dir / audit.AUDIT_FILENAME).stat().st_size < 3000:  # the daemon's rotates
+            earlier.write(cycle="c", event="abort", policy="p", app="a", app_id="1", reason="r")
     planned = subprocess.run(
         [*DUIXWATCH, "plan", "-c", str(config), "-o", "json"],
         capture_output=True,
@@ -46,11 +54,21 @@ def test_plan_shows_exactly_what_the_daemon_then_closes(sim: Sim) -> None:
     with run_daemon(config, sim.tmp / "daemon.log"):
         eventually(lambda: sim.live(0) == set(fresh), timeout=15, what="the stale sessions closed")
     assert sim.live(1) == set(other)  # not selected by the policy
-    records = audit.read_audit(sim.tmp / "state" / "audit.jsonl").records
+    assert (state_dir / "audit.jsonl.1").exists()
+    records = audit.read_audit(state_dir / "audit.jsonl", rotated=True).records
     intents = {r["session_id"] for r in records if r["event"] == "intent"}
     outcomes = {r["session_id"]: r["outcome"] for r in records if r["event"] == "outcome"}
     assert intents == set(stale)
     assert outcomes == dict.fromkeys(stale, "stopped")
+    after = subprocess.run(
+        [*DUIXWATCH, "plan", "-c", str(config), "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    recent = json.loads(after.stdout)["recent_actions"]  # read across the rotated files
+    assert {(a["session_id"], a["outcome"]) for a in recent} == {(s, "stopped") for s in stale}
 
 
 def test_dry_run_policies_close_nothing_but_say_what_they_would(sim: Sim) -> None:
