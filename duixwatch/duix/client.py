@@ -168,7 +168,7 @@ class DuixClient:
         return self._parsed(
             "getconcurrentList",
             lambda d: parse.parse_session_list(
-                d, mapping=self._config.session_list, zone=self._zone
+                d, mapping=self._config.session_list, zone=self._zone, now=self._clock.now()
             ),
             data,
         )

@@ -84,6 +84,8 @@ class AppLoop:
         self._after_poll = after_poll
         self._shape_logged: str | None = None
         self._duplicates_logged = 0
+        #: The kinds of start time not believed that were logged already (once each).
+        self._starts_logged: set[str] = set()
         self._previous: models.AppSnapshot | None = None
         #: Monotonic time by which the next poll should have started (for liveness checks).
         self.next_due = clock.monotonic()
@@ -180,6 +182,22 @@ class AppLoop:
                 # quotas and ages use each id once.
                 log.warning("session_list_duplicates", duplicates=duplicates)
             self._duplicates_logged = duplicates
+        if listing is not None and listing.rejected_starts:
+            self._log_rejected_starts(listing)
+
+    def _log_rejected_starts(self, listing: models.SessionList) -> None:
+        """Once per APP and kind of value: start times that were not believed (the sessions
+        are aged from first sight). The kind, e.g. ``str len 19: before 2000``, never the value."""
+        for start in listing.rejected_starts:
+            if start in self._starts_logged or len(self._starts_logged) >= _MAX_START_LOGS:
+                continue
+            self._starts_logged.add(start)
+            log.warning(
+                "session_start_unknown",
+                start=start,
+                sessions=sum(1 for s in listing.sessions if s.start_rejected),
+                list_shape=listing.shape,
+            )
 
 
 class Fleet:
@@ -326,6 +344,9 @@ class Fleet:
                 self._push(entry, due)
         self._workers -= 1
 
+
+#: At most this many ``session_start_unknown`` lines per APP loop (the kinds are few anyway).
+_MAX_START_LOGS = 32
 
 #: The smallest worker pool (a poll holds a worker while its requests wait for the rate limit).
 MIN_WORKERS = 4
