@@ -1,0 +1,120 @@
+"""Hostile platform answers through one APP's loop: a clear ``malformed`` poll (never the
+``internal`` of a crash), or for a bad start time that session alone, aged from first sight
+and logged once per kind of value (never the value)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+import structlog
+
+from duixwatch import config as settings
+from duixwatch.duix import DuixClient
+from duixwatch.sim import ListShape, Simulator
+from duixwatch.watch.fleet import AppLoop
+from duixwatch.watch.poll import MemoryFirstSeen
+from duixwatch.watch.snapshots import SnapshotStore
+from tests.fakes import FakeClock
+from tests.watch.support import app_config, client_for
+
+#: The kinds that make the whole poll fail, and the answer each breaks.
+POLL_BREAKING = [
+    ("count_superscript", "getconcurrentNumber"),
+    ("count_huge", "getconcurrentNumber"),
+    ("count_nan", "getconcurrentNumber"),
+    ("count_infinity", "getconcurrentNumber"),
+    ("count_negative", "getconcurrentNumber"),
+    ("count_nan", "getconcurrentList"),
+    ("deep_json", "getconcurrentNumber"),
+    ("deep_json", "getconcurrentList"),
+]
+
+
+def loop_for(
+    sim: Simulator, client: DuixClient, clock: Any, store: SnapshotStore, reported: list[Any]
+) -> AppLoop:
+    app = app_config(sim)
+    store.expect([app.name])
+    return AppLoop(
+        app,
+        client,
+        store,
+        clock=clock,
+        rng=random.Random(7),
+        daemon=settings.DaemonSettings(jitter_fraction=0, backoff_max_seconds=300),
+        on_poll_error=lambda app, reason: reported.append((app, reason)),
+        first_seen=MemoryFirstSeen(),
+    )
+
+
+@pytest.mark.parametrize(("kind", "endpoint"), POLL_BREAKING)
+async def test_a_hostile_answer_is_a_malformed_poll_not_a_crash(
+    sim: Simulator, clock: FakeClock, kind: str, endpoint: str
+) -> None:
+    app = sim.apps[0]
+    sim.set_shape(app.app_id, ListShape("records"))
+    sim.add_session(app.app_id, age_seconds=30)
+    store, reported = SnapshotStore(), []
+    async with client_for(sim, clock) as client:
+        loop = loop_for(sim, client, clock, store, reported)
+        await loop.step()  # a good poll first: its data must not be taken for fresh
+        clock.advance(15)
+        sim.faults.set(app.app_id, endpoint, hostile=kind)
+        with structlog.testing.capture_logs() as logs:
+            await loop.step()
+    snapshot = store.get(app.name)
+    assert snapshot is not None
+    assert snapshot.error is not None
+    assert snapshot.error.reason == "malformed", snapshot.error
+    assert not snapshot.is_fresh(clock.now())
+    assert reported == [(app.name, "malformed")]
+    assert [e["event"] for e in logs] == ["poll_failed"]
+    assert len(logs[0]["error"]) < 1_000
+
+
+def start_logs(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == "session_start_unknown"]
+
+
+async def test_an_implausible_start_is_aged_from_first_sight_and_logged_once_per_shape(
+    sim: Simulator, clock: FakeClock
+) -> None:
+    app = sim.apps[0]
+    sim.set_shape(app.app_id, ListShape("records", "sessionId", "createTime", "local"))
+    made = [sim.add_session(app.app_id, age_seconds=a) for a in (600, 60)]
+    sim.faults.set(app.app_id, "getconcurrentList", hostile="start_1970")
+    store, reported = SnapshotStore(), []
+    async with client_for(sim, clock) as client:
+        loop = loop_for(sim, client, clock, store, reported)
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(5):
+                await loop.step()
+                clock.advance(15)
+            first = start_logs(logs)
+            sim.faults.set(app.app_id, "getconcurrentList", hostile="future_start")
+            for _ in range(3):
+                await loop.step()
+                clock.advance(15)
+    snapshot = store.get(app.name)
+    assert snapshot is not None
+    assert snapshot.ok
+    assert reported == []
+    assert snapshot.sessions is not None
+    bad, good = snapshot.sessions.sessions
+    assert bad.session_id == made[0].session_id
+    assert (bad.started_at, bad.start_rejected) == (None, True)
+    # aged from first sight (eight polls, two minutes), not 56 years nor its real ten minutes
+    age = bad.age_seconds(clock.now())
+    assert age is not None
+    assert 100 < age < 130
+    assert good.started_at is not None
+    assert not good.start_rejected
+    assert [e["start"] for e in first] == ["str len 19: before 2000"]
+    assert first[0]["sessions"] == 1
+    assert [e["start"] for e in start_logs(logs)] == [
+        "str len 19: before 2000",
+        "str len 19: more than a day ahead",
+    ]
+    assert "1970" not in repr(logs)
