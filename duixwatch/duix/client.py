@@ -142,6 +142,7 @@ class DuixClient:
                 "timeout_seconds": config.request_timeout_seconds,
                 "connect_timeout_seconds": config.connect_timeout_seconds,
                 "max_connections": config.max_in_flight,
+                "max_response_bytes": config.max_response_bytes,
                 "headers": {"user-agent": f"duixwatch/{__version__}"},
             }
             if self._transport is None and _use_aiohttp(config.http_client):

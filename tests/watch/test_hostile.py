@@ -12,7 +12,7 @@ import structlog
 
 from duixwatch import config as settings
 from duixwatch.duix import DuixClient
-from duixwatch.sim import ListShape, Simulator
+from duixwatch.sim import ListShape, Simulator, hostile
 from duixwatch.watch.fleet import AppLoop
 from duixwatch.watch.poll import MemoryFirstSeen
 from duixwatch.watch.snapshots import SnapshotStore
@@ -118,3 +118,37 @@ async def test_an_implausible_start_is_aged_from_first_sight_and_logged_once_per
         "str len 19: more than a day ahead",
     ]
     assert "1970" not in repr(logs)
+
+
+async def test_a_many_items_list_is_refused_by_the_default_answer_cap(
+    sim: Simulator, clock: FakeClock
+) -> None:
+    """200,000 items in the simulator's shape are ~16 MB: more than 8 MiB, so malformed."""
+    app = sim.apps[0]
+    sim.faults.set(app.app_id, "getconcurrentList", hostile="many_items")
+    store, reported = SnapshotStore(), []
+    async with client_for(sim, clock) as client:
+        loop = loop_for(sim, client, clock, store, reported)
+        await loop.step()
+    snapshot = store.get(app.name)
+    assert snapshot is not None
+    assert snapshot.error is not None
+    assert snapshot.error.reason == "malformed"
+    assert "larger than 8388608 bytes" in snapshot.error.message
+
+
+async def test_a_many_items_list_under_a_raised_cap_is_polled_whole(
+    sim: Simulator, clock: FakeClock
+) -> None:
+    app = sim.apps[0]
+    sim.faults.set(app.app_id, "getconcurrentList", hostile="many_items")
+    async with client_for(sim, clock, max_response_bytes=64 * 1024 * 1024) as client:
+        store, reported = SnapshotStore(), []
+        loop = loop_for(sim, client, clock, store, reported)
+        await loop.step()
+    snapshot = store.get(app.name)
+    assert snapshot is not None
+    assert snapshot.ok, snapshot.error
+    assert snapshot.sessions is not None
+    assert len(snapshot.sessions) == hostile.MANY_ITEMS
+    assert all(s.first_seen_at is not None for s in snapshot.sessions.sessions[:10])
