@@ -45,6 +45,7 @@ __all__ = [
     "ID_KEYS",
     "ITEM_CONTAINER_KEYS",
     "MAX_COUNT",
+    "MAX_DOCUMENT_DEPTH",
     "MAX_ID_CHARS",
     "NOT_FOUND_CODES",
     "QUOTA_CODES",
@@ -60,6 +61,7 @@ __all__ = [
     "parse_retry_after",
     "parse_session_list",
     "parse_timestamp",
+    "too_deep",
 ]
 
 # --------------------------------------------------------------------------- the error table
@@ -203,6 +205,29 @@ def _no_constant(name: str) -> Any:
     """``json.loads`` reads ``NaN``, ``Infinity`` and ``-Infinity``; JSON has no such numbers,
     and a NaN count or start time must never reach a metric or a page."""
     raise ValueError(f"{name} is not a JSON number")
+
+
+#: A document nested deeper than this is not DUIX's (the real conversation is 4 levels deep);
+#: the code that walks a whole document (diffs, digests, comparisons) must never meet one.
+MAX_DOCUMENT_DEPTH: Final = 64
+
+
+def too_deep(value: Any, limit: int = MAX_DOCUMENT_DEPTH) -> bool:
+    """Whether ``value`` nests objects or arrays more than ``limit`` levels deep (found
+    without recursion, so it works on any value ``json.loads`` can return)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Mapping):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 # --------------------------------------------------------------------------- shapes

@@ -344,3 +344,16 @@ async def test_a_json_answer_is_never_read_with_nan_by_the_client(
     sim.faults.set("*", "getconcurrentList", hostile="count_nan")  # the list's total
     with pytest.raises(errors.ApiMalformed, match="NaN"):
         await client.sessions(creds(sim))
+
+
+def test_too_deep_finds_nesting_beyond_the_bound_without_recursing() -> None:
+    deep: Any = {}
+    for _ in range(100_000):
+        deep = {"a": [deep]}
+    assert parse.too_deep(deep)
+    exactly: Any = 1
+    for _ in range(parse.MAX_DOCUMENT_DEPTH):
+        exactly = [exactly]
+    assert not parse.too_deep(exactly)
+    assert parse.too_deep([exactly])
+    assert not parse.too_deep({"a": 1, "b": [{"c": None}] * 10_000})

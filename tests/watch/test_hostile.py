@@ -7,12 +7,14 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import anyio
 import pytest
 import structlog
 
 from duixwatch import config as settings
 from duixwatch.duix import DuixClient
 from duixwatch.sim import ListShape, Simulator, hostile
+from duixwatch.watch.conversations import DocumentWatch
 from duixwatch.watch.fleet import AppLoop
 from duixwatch.watch.poll import MemoryFirstSeen
 from duixwatch.watch.snapshots import SnapshotStore
@@ -30,6 +32,13 @@ POLL_BREAKING = [
     ("deep_json", "getconcurrentNumber"),
     ("deep_json", "getconcurrentList"),
 ]
+
+
+def nested(depth: int) -> Any:
+    value: Any = "voice"
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 def loop_for(
@@ -152,3 +161,46 @@ async def test_a_many_items_list_under_a_raised_cap_is_polled_whole(
     assert snapshot.sessions is not None
     assert len(snapshot.sessions) == hostile.MANY_ITEMS
     assert all(s.first_seen_at is not None for s in snapshot.sessions.sessions[:10])
+
+
+# --------------------------------------------------------------------------- conversations
+
+
+@pytest.mark.parametrize(
+    ("changes", "up", "max_sessions"),
+    [
+        ({"maxConversation": 10**400}, True, None),
+        ({"maxConversation": -3}, True, None),
+        ({"maxConversation": 12}, True, 12),
+        ({"detailDto.ttsSpeaker": nested(100)}, False, None),
+    ],
+)
+async def test_a_hostile_conversation_exports_no_made_up_limit_and_never_crashes_the_watch(
+    clock: FakeClock, changes: dict[str, Any], up: bool, max_sessions: int | None
+) -> None:
+    sim = Simulator(apps=1, seed=5, clock=clock, workload=False)
+    app = sim.apps[0]
+    cid = sim.conversation_ids(app.app_id)[0]
+    sim.change_conversation(app.app_id, cid, changes)
+    config = settings.AppConfig.model_validate(
+        {
+            "app_id": app.app_id,
+            "name": app.name,
+            "app_key": app.app_key,
+            "conversations": [cid],
+            "conversation_poll_interval_seconds": 60,
+        }
+    )
+    watch = DocumentWatch(clock=clock)
+    async with client_for(sim, clock) as client, anyio.create_task_group() as tg:
+        await tg.start(watch.run)
+        watch.apply([config], client)
+        with anyio.fail_after(10):
+            while not watch.conversations() or watch.conversations()[0].last_read_at is None:
+                await anyio.sleep(0.001)
+        tg.cancel_scope.cancel()
+    (state,) = watch.conversations()
+    assert (state.up, state.max_sessions) == (up, max_sessions)
+    if not up:
+        assert state.error is not None
+        assert "nested deeper than 64 levels" in state.error
