@@ -82,7 +82,8 @@ class AppLoop:
         self._on_poll_error = on_poll_error
         self._first_seen = first_seen if first_seen is not None else MemoryFirstSeen()
         self._after_poll = after_poll
-        self._shape_logged: str | None = None
+        #: The session-list shapes logged already (once each).
+        self._shapes_logged: set[str] = set()
         self._duplicates_logged = 0
         #: The kinds of start time not believed that were logged already (once each).
         self._starts_logged: set[str] = set()
@@ -172,8 +173,11 @@ class AppLoop:
             log.info("poll_recovered", after_failures=previous.consecutive_failures)
         listing = snapshot.sessions
         shape = listing.shape if listing is not None and len(listing) > 0 else None
-        if shape is not None and shape != self._shape_logged:
-            self._shape_logged = shape
+        # Each shape once: a platform whose shape flips between polls would otherwise log a
+        # line every poll. A shape seen before is silent when it comes back.
+        logged = self._shapes_logged
+        if shape is not None and shape not in logged and len(logged) < _MAX_SHAPE_LOGS:
+            logged.add(shape)
             log.info("session_list_shape", shape=shape)
         duplicates = listing.duplicates if listing is not None else 0
         if duplicates != self._duplicates_logged:
@@ -347,6 +351,8 @@ class Fleet:
 
 #: At most this many ``session_start_unknown`` lines per APP loop (the kinds are few anyway).
 _MAX_START_LOGS = 32
+#: At most this many ``session_list_shape`` lines per APP loop.
+_MAX_SHAPE_LOGS = 16
 
 #: The smallest worker pool (a poll holds a worker while its requests wait for the rate limit).
 MIN_WORKERS = 4

@@ -204,3 +204,29 @@ async def test_a_hostile_conversation_exports_no_made_up_limit_and_never_crashes
     if not up:
         assert state.error is not None
         assert "nested deeper than 64 levels" in state.error
+
+
+async def test_a_shape_that_flips_every_poll_is_polled_each_time_and_logged_once_per_shape(
+    sim: Simulator, clock: FakeClock
+) -> None:
+    app = sim.apps[0]
+    made = {sim.add_session(app.app_id, age_seconds=a).session_id for a in (30, 90)}
+    sim.faults.set(app.app_id, "getconcurrentList", hostile="shape_flip")
+    store, reported = SnapshotStore(), []
+    async with client_for(sim, clock) as client:
+        loop = loop_for(sim, client, clock, store, reported)
+        with structlog.testing.capture_logs() as logs:
+            shapes = []
+            for _ in range(3 * 7):
+                await loop.step()
+                clock.advance(15)
+                snapshot = store.get(app.name)
+                assert snapshot is not None
+                assert snapshot.ok
+                assert snapshot.sessions is not None
+                assert {s.session_id for s in snapshot.sessions.sessions} == made
+                shapes.append(snapshot.sessions.shape)
+    assert reported == []
+    assert len(set(shapes)) == 7
+    logged = [e["shape"] for e in logs if e["event"] == "session_list_shape"]
+    assert sorted(logged) == sorted(set(shapes))  # each once, not one line per poll
