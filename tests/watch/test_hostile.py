@@ -13,6 +13,8 @@ import structlog
 
 from duixwatch import config as settings
 from duixwatch.duix import DuixClient
+from duixwatch.policy.evaluate import evaluate
+from duixwatch.policy.schema import PolicyConfig
 from duixwatch.sim import ListShape, Simulator, hostile
 from duixwatch.watch.conversations import DocumentWatch
 from duixwatch.watch.fleet import AppLoop
@@ -230,3 +232,42 @@ async def test_a_shape_that_flips_every_poll_is_polled_each_time_and_logged_once
     assert len(set(shapes)) == 7
     logged = [e["shape"] for e in logs if e["event"] == "session_list_shape"]
     assert sorted(logged) == sorted(set(shapes))  # each once, not one line per poll
+
+
+@pytest.mark.parametrize("kind", ["start_1970", "start_1900", "start_year1", "start_9999"])
+async def test_a_placeholder_start_time_no_longer_makes_a_max_age_policy_stop_the_session(
+    sim: Simulator, clock: FakeClock, kind: str
+) -> None:
+    """Issue 15: a 1970 start read as 56 years old was stopped by max-session-age every cycle.
+    Its age is now from first sight: ten polls later it is 135 s old, under any sane limit."""
+    app = sim.apps[0]
+    sim.add_session(app.app_id, age_seconds=60)
+    sim.faults.set(app.app_id, "getconcurrentList", hostile=kind)
+    policy = PolicyConfig.model_validate(
+        {
+            "name": "max-session-age",
+            "match": {"session_age_over_seconds": 2700},
+            "action": "stop_sessions",
+            "dry_run": False,
+        }
+    )
+    store, reported = SnapshotStore(), []
+    plans = []
+    async with client_for(sim, clock) as client:
+        loop = loop_for(sim, client, clock, store, reported)
+        for _ in range(10):
+            clock.advance(15)
+            await loop.step()
+            snapshot = store.get(app.name)
+            assert snapshot is not None
+            (plan,) = evaluate(
+                [policy], loop.app, snapshot, now=clock.now(), enforcement_enabled=True
+            ).policies
+            plans.append(plan)
+    assert all(p.matched == () and p.actions == () for p in plans)
+    snapshot = store.get(app.name)
+    assert snapshot is not None
+    assert snapshot.sessions is not None
+    (session,) = snapshot.sessions.sessions
+    assert session.start_rejected
+    assert session.age_seconds(clock.now()) == pytest.approx(135, abs=1)
