@@ -4,6 +4,8 @@ and logged once per kind of value (never the value)."""
 
 from __future__ import annotations
 
+import io
+import json
 import random
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 import structlog
 
 from duixwatch import config as settings
+from duixwatch.core import logs
 from duixwatch.duix import DuixClient
 from duixwatch.policy.evaluate import evaluate
 from duixwatch.policy.schema import PolicyConfig
@@ -271,3 +274,19 @@ async def test_a_placeholder_start_time_no_longer_makes_a_max_age_policy_stop_th
     (session,) = snapshot.sessions.sessions
     assert session.start_rejected
     assert session.age_seconds(clock.now()) == pytest.approx(135, abs=1)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_session_id_with_markup_and_a_newline_is_one_inert_log_line(as_json: bool) -> None:
+    stream = io.StringIO()
+    logs.configure(json=as_json, level="info", stream=stream)
+    try:
+        logs.get_logger("t").info("session_stopped", session_id=hostile.MARKUP_ID)
+    finally:
+        structlog.reset_defaults()  # as tests/core/test_logs.py leaves it
+    text = stream.getvalue()
+    assert text.count("\n") == 1  # no forged second line
+    if as_json:
+        assert json.loads(text)["session_id"] == hostile.MARKUP_ID
+    else:
+        assert "\\u000a1860000000000000001" in text
