@@ -8,6 +8,8 @@ from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
+from duixwatch.core.text import inert
+
 __all__ = ["jsonable", "print_json", "print_table"]
 
 
@@ -28,7 +30,9 @@ def print_json(value: Any, out: TextIO) -> None:
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
-    cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+    """``rows`` under ``headers``, aligned; every cell inert (a session id from the platform
+    with a newline or escape codes must not forge a row or recolour the terminal)."""
+    cells = [[("" if c is None else inert(str(c))) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     out.write("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip() + "\n")
     for row in cells:

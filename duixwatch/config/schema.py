@@ -50,6 +50,7 @@ __all__ = [
     "APP_NAME_RE",
     "DEFAULT_BASE_URL",
     "DEFAULT_LISTEN",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "ENV_PREFIX",
     "MIN_AUDIT_BYTES",
     "TOP_LEVEL_KEYS",
@@ -68,6 +69,8 @@ __all__ = [
 ]
 
 DEFAULT_BASE_URL = "https://app.duix.ai"
+#: ``duix.max_response_bytes``: 8 MiB.
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 #: An exporter listens on every interface by default.
 DEFAULT_LISTEN = "0.0.0.0:9814"
 ENV_PREFIX = "DUIXWATCH_"
@@ -131,6 +134,9 @@ class DuixSettings(Strict):
     read_retries: int = Field(default=2, ge=0, le=10)
     retry_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
     retry_backoff_max_seconds: float = Field(default=10.0, ge=0, le=600)
+    #: The largest answer read (after decompression): a longer one is ``malformed``, and the
+    #: rest of it is never read. 8 MiB holds about 90,000 list items of 90 bytes.
+    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, gt=0, le=1024**3)
     timezone: str = "Asia/Shanghai"
     session_list: SessionListMapping = Field(default_factory=SessionListMapping)
 

@@ -86,6 +86,10 @@ class Session:
     first_seen_at: datetime | None = None
     #: The conversation the session runs, when the list item says (``conversations: auto``).
     conversation_id: str | None = None
+    #: The item HAD a start time, and it was not believed: unreadable, before 2000 or more than
+    #: a day ahead (a 1970 placeholder would make it 56 years old). ``started_at`` is then
+    #: ``None`` and the age comes from first sight, which no policy should act on by age alone.
+    start_rejected: bool = False
 
     @property
     def actionable(self) -> bool:
@@ -120,6 +124,10 @@ class SessionList:
     #: List items that repeated an id already listed (left out of ``sessions``: a session is
     #: its id, counted once however often the platform lists it).
     duplicates: int = 0
+    #: What the start times that were not believed looked like, and why, distinct, at most 8
+    #: (``"str len 19: before 2000"``, ``"int 13 digits: more than a day ahead"``): the
+    #: shape of each value, never the value, for a log line.
+    rejected_starts: tuple[str, ...] = ()
     #: The known effective starts (:attr:`Session.effective_start`) as integer microseconds
     #: since the Unix epoch, oldest first, and their sum: computed once per poll, so that a
     #: scrape at 10,000 apps needs no per-session work at all (see :meth:`ages`).

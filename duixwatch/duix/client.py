@@ -142,6 +142,7 @@ class DuixClient:
                 "timeout_seconds": config.request_timeout_seconds,
                 "connect_timeout_seconds": config.connect_timeout_seconds,
                 "max_connections": config.max_in_flight,
+                "max_response_bytes": config.max_response_bytes,
                 "headers": {"user-agent": f"duixwatch/{__version__}"},
             }
             if self._transport is None and _use_aiohttp(config.http_client):
@@ -168,7 +169,7 @@ class DuixClient:
         return self._parsed(
             "getconcurrentList",
             lambda d: parse.parse_session_list(
-                d, mapping=self._config.session_list, zone=self._zone
+                d, mapping=self._config.session_list, zone=self._zone, now=self._clock.now()
             ),
             data,
         )
@@ -211,13 +212,19 @@ class DuixClient:
         self, app: models.AppCredentials, conversation_id: str
     ) -> dict[str, Any]:
         """``getConversationById``'s ``data`` as the platform sent it (the watch hashes and
-        compares the whole payload; raises ResponseParseError when it is not an object)."""
+        compares the whole payload, recursively; raises ResponseParseError when it is not an
+        object or nests deeper than :data:`~duixwatch.duix.parse.MAX_DOCUMENT_DEPTH`)."""
         data = await self._call(
             app, "getConversationById", params={"conversationId": conversation_id}
         )
         if not isinstance(data, dict):
             raise errors.ResponseParseError(
                 "conversation: data is not an object", shape=parse.describe_shape(data)
+            )
+        if parse.too_deep(data):
+            raise errors.ResponseParseError(
+                f"conversation: data nested deeper than {parse.MAX_DOCUMENT_DEPTH} levels",
+                shape=parse.describe_shape(data),
             )
         return data
 

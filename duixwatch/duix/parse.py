@@ -10,6 +10,15 @@ property tests.
   design.md §2 lists, or as an explicit :class:`~duixwatch.config.SessionListMapping` says.
 * :func:`parse_timestamp` understands epoch seconds or milliseconds (numbers or numeric strings),
   ISO-8601, and ``yyyy-MM-dd HH:mm:ss`` without zone (read in the configured zone).
+
+What a hostile or broken platform may send is refused here, never passed on as a made-up value:
+a body that is not JSON (``NaN``/``Infinity``, a number longer than Python reads, nesting deeper
+than it can read) is :class:`~duixwatch.core.errors.ApiMalformed`; a count that is not plain
+ASCII digits below 2^53 makes the answer a :class:`~duixwatch.core.errors.ResponseParseError`
+(the client's ``malformed``); in a session list, a start time that cannot be read, lies before
+2000 or more than a day after ``now`` makes THAT session's start unknown
+(:attr:`~duixwatch.core.models.Session.start_rejected`), and an id longer than
+:data:`MAX_ID_CHARS` makes it id-less (counted, never acted on).
 """
 
 from __future__ import annotations
@@ -19,9 +28,9 @@ import math
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Final
 
 import pydantic
 
@@ -31,8 +40,13 @@ from duixwatch.core import documents, errors, models
 __all__ = [
     "AUTH_CODES",
     "CONVERSATION_KEYS",
+    "EARLIEST_START",
+    "FUTURE_START_TOLERANCE",
     "ID_KEYS",
     "ITEM_CONTAINER_KEYS",
+    "MAX_COUNT",
+    "MAX_DOCUMENT_DEPTH",
+    "MAX_ID_CHARS",
     "NOT_FOUND_CODES",
     "QUOTA_CODES",
     "SERVER_CODES",
@@ -47,6 +61,7 @@ __all__ = [
     "parse_retry_after",
     "parse_session_list",
     "parse_timestamp",
+    "too_deep",
 ]
 
 # --------------------------------------------------------------------------- the error table
@@ -139,10 +154,13 @@ def parse_envelope(
     """Return the envelope's ``data`` on success, else raise the matching :class:`ApiError`
     (``secrets``: what to redact from the platform's text, the token and the appKey)."""
     text = content.decode("utf-8", errors="replace")
+    not_json: str | None = None
     try:
-        doc = json.loads(text) if text.strip() else None
-    except ValueError:
-        doc = None
+        doc = json.loads(text, parse_constant=_no_constant) if text.strip() else None
+    except RecursionError:  # C's json gives up at the interpreter's recursion limit (~1,000)
+        doc, not_json = None, "it is nested too deeply to read"
+    except ValueError as exc:  # includes a number of more than 4,300 digits
+        doc, not_json = None, str(exc)[:_MESSAGE_CHARS]
     is_envelope = isinstance(doc, dict) and "success" in doc
     if not is_envelope:
         if status >= 400:
@@ -157,7 +175,9 @@ def parse_envelope(
                 secrets=secrets,
             )
         raise errors.ApiMalformed(
-            "the answer is not a DUIX envelope (JSON object with 'success')",
+            f"the answer is not JSON: {not_json}"
+            if not_json is not None
+            else "the answer is not a DUIX envelope (JSON object with 'success')",
             method=method,
             path=path,
             status=status,
@@ -181,22 +201,69 @@ def parse_envelope(
     )
 
 
+def _no_constant(name: str) -> Any:
+    """``json.loads`` reads ``NaN``, ``Infinity`` and ``-Infinity``; JSON has no such numbers,
+    and a NaN count or start time must never reach a metric or a page."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+#: A document nested deeper than this is not DUIX's (the real conversation is 4 levels deep);
+#: the code that walks a whole document (diffs, digests, comparisons) must never meet one.
+MAX_DOCUMENT_DEPTH: Final = 64
+
+
+def too_deep(value: Any, limit: int = MAX_DOCUMENT_DEPTH) -> bool:
+    """Whether ``value`` nests objects or arrays more than ``limit`` levels deep (found
+    without recursion, so it works on any value ``json.loads`` can return)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Mapping):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 # --------------------------------------------------------------------------- shapes
+
+#: Bounds on :func:`describe_shape`'s text: keys are the platform's too (long, or markup).
+_SHAPE_CHARS = 600
+_SHAPE_KEY_CHARS = 40
 
 
 def describe_shape(value: Any, *, depth: int = 4, max_keys: int = 20) -> str:
-    """Keys and types of a JSON value, never its values (safe to log)."""
+    """Keys and types of a JSON value, never its values (safe to log), at most 600 chars."""
+    text = _shape(value, depth, max_keys)
+    return text if len(text) <= _SHAPE_CHARS else text[: _SHAPE_CHARS - 1] + "…"
+
+
+def _shape(value: Any, depth: int, max_keys: int) -> str:
     if isinstance(value, Mapping):
         if depth <= 0:
             return "{…}"
-        keys = list(value)[:max_keys]
-        inner = ",".join(f"{k}:{describe_shape(value[k], depth=depth - 1)}" for k in keys)
-        more = ",…" if len(value) > max_keys else ""
-        return "{" + inner + more + "}"
+        parts = []
+        used = 0
+        for k in list(value)[:max_keys]:
+            key = str(k)
+            key = key if len(key) <= _SHAPE_KEY_CHARS else key[: _SHAPE_KEY_CHARS - 1] + "…"
+            parts.append(f"{key}:{_shape(value[k], depth - 1, max_keys)}")
+            used += len(parts[-1])
+            if used > _SHAPE_CHARS:  # the rest would be cut off anyway
+                break
+        more = ",…" if len(value) > len(parts) else ""
+        return "{" + ",".join(parts) + more + "}"
     if isinstance(value, list):
         if not value:
             return "[]"
-        return f"[{describe_shape(value[0], depth=depth - 1)} x{len(value)}]"
+        if depth <= 0:  # lists count as levels too: one nested 100,000 deep must not recurse
+            return f"[… x{len(value)}]"
+        return f"[{_shape(value[0], depth - 1, max_keys)} x{len(value)}]"
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -210,7 +277,8 @@ def describe_shape(value: Any, *, depth: int = 4, max_keys: int = 20) -> str:
 
 # --------------------------------------------------------------------------- timestamps
 
-_NUMERIC = re.compile(r"^[+-]?\d+(\.\d+)?$")
+# ASCII digits only: ``\d`` would also take full-width and other scripts' digits.
+_NUMERIC = re.compile(r"^[+-]?\d+(\.\d+)?$", re.ASCII)
 #: Epoch values at or above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
 _MS_THRESHOLD = 1e11
 _MIN_EPOCH_SECONDS = 0.0
@@ -227,7 +295,15 @@ def _from_epoch(number: float) -> datetime:
 
 
 def parse_timestamp(value: Any, *, zone: tzinfo) -> datetime:
-    """An aware UTC datetime from any start-time format DUIX may use; ``ValueError`` if none."""
+    """An aware UTC datetime from any start-time format DUIX may use; ``ValueError`` if none
+    (also for a time no datetime can hold, such as the year 1 east of UTC or 9999 west of it)."""
+    try:
+        return _timestamp(value, zone)
+    except OverflowError as exc:
+        raise ValueError("not a timestamp (out of range)") from exc
+
+
+def _timestamp(value: Any, zone: tzinfo) -> datetime:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return _from_epoch(float(value))
     text = value.strip() if isinstance(value, str) else ""
@@ -254,6 +330,18 @@ ID_KEYS = ("sessionId", "uuid", "session_id", "id")
 #: Where a list item may name its conversation (read for ``apps[].conversations: auto``).
 CONVERSATION_KEYS = ("conversationId", "conversation_id", "conversation")
 START_KEYS = ("startTime", "createTime", "gmtCreate", "createdAt", "start_time", "beginTime")
+
+#: A start before this is not believed (DUIX did not exist; 0 or 1900 is a placeholder).
+EARLIEST_START: Final = datetime(2000, 1, 1, tzinfo=UTC)
+#: A start later than ``now`` plus this is not believed (clocks may differ, by less than that).
+FUTURE_START_TOLERANCE: Final = timedelta(days=1)
+#: The most distinct rejected start-time shapes one list reports (a log line each).
+_MAX_REJECTED_SHAPES = 8
+#: Counts are below this (2^53: every one is exact as a float, as Prometheus stores it).
+MAX_COUNT: Final = 2**53
+_MAX_COUNT_DIGITS = len(str(MAX_COUNT))
+#: An id longer than this is no DUIX id (they are 19 digits): such an item has no usable id.
+MAX_ID_CHARS: Final = 128
 
 
 def _walk(data: Any, dotted: str) -> Any:
@@ -308,23 +396,49 @@ def _locate_items(data: Any, items_path: str | None) -> tuple[Sequence[Any], str
 
 
 def _as_count(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) and value >= 0:
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
+    """A count: an int or a string of ASCII digits (``"²".isdigit()`` is true, and ``int()``
+    reads other scripts' digits), from 0 to below :data:`MAX_COUNT`; else ``None``."""
+    if type(value) is int:  # not bool, which is an int too
+        return value if 0 <= value < MAX_COUNT else None
+    if (
+        isinstance(value, str)
+        and len(value) <= _MAX_COUNT_DIGITS
+        and value.isascii()
+        and value.isdigit()
+    ):
+        count = int(value)
+        return count if count < MAX_COUNT else None
     return None
 
 
 def _as_id(value: Any) -> str | None:
+    """An id as a string: a non-blank string or an int, at most :data:`MAX_ID_CHARS` long."""
     if isinstance(value, bool):
         return None
+    text: str
     if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    return None
+        # bit_length first: str() of an int thousands of digits long is slow (and may raise)
+        text = str(value) if value.bit_length() <= 4 * MAX_ID_CHARS else ""
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        return None
+    return text if text and len(text) <= MAX_ID_CHARS else None
+
+
+def _value_shape(value: Any) -> str:
+    """What kind of start-time value this is, never the value (``str len 19``, ``int 13
+    digits``): safe to log."""
+    if isinstance(value, str):
+        return f"str len {len(value)}" if len(value) <= 40 else "str len >40"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        digits = len(str(abs(value))) if value.bit_length() <= 70 else 99
+        return f"int {digits} digits" if digits <= 20 else "int >20 digits"
+    if isinstance(value, float):
+        return "float"
+    return describe_shape(value, depth=1)
 
 
 def _first_present(item: Mapping[str, Any], keys: Sequence[str]) -> str | None:
@@ -335,14 +449,19 @@ def _first_present(item: Mapping[str, Any], keys: Sequence[str]) -> str | None:
 
 
 def parse_session_list(
-    data: Any, *, mapping: SessionListMapping, zone: tzinfo
+    data: Any, *, mapping: SessionListMapping, zone: tzinfo, now: datetime | None = None
 ) -> models.SessionList:
     """Sessions from a ``getconcurrentList`` ``data`` value (see the module docstring).
 
-    Raises :class:`~duixwatch.core.errors.ResponseParseError` (with the payload's shape, no values)
-    when no list can be found or an item is neither an object nor an id.
+    A start time that cannot be read, is before :data:`EARLIEST_START` or (given ``now``) later
+    than ``now`` + :data:`FUTURE_START_TOLERANCE` leaves that session without a start
+    (``start_rejected``; the list's ``rejected_starts`` says which kinds of value, never the
+    values). Raises :class:`~duixwatch.core.errors.ResponseParseError` (with the payload's
+    shape, no values) when no list can be found or an item is neither an object nor an id.
     """
     items, where, total = _locate_items(data, mapping.items)
+    latest = None if now is None else now + FUTURE_START_TOLERANCE
+    rejected: dict[str, None] = {}  # ordered, distinct
     id_keys = (mapping.id,) if mapping.id else ID_KEYS
     start_keys = (mapping.started_at,) if mapping.started_at else START_KEYS
     sessions: list[models.Session] = []
@@ -370,11 +489,23 @@ def parse_session_list(
         used_id = used_id or id_key
         used_start = used_start or start_key
         started_at: datetime | None = None
+        start_rejected = False
         if start_key is not None:
             try:
                 started_at = parse_timestamp(item[start_key], zone=zone)
             except ValueError:
-                started_at = None
+                why: str | None = "unreadable"
+            else:
+                if started_at < EARLIEST_START:
+                    why = "before 2000"
+                elif latest is not None and started_at > latest:
+                    why = "more than a day ahead"
+                else:
+                    why = None
+            if why is not None:
+                started_at, start_rejected = None, True
+                if len(rejected) < _MAX_REJECTED_SHAPES:
+                    rejected[f"{_value_shape(item[start_key])}: {why}"] = None
         session_id = _as_id(item[id_key]) if id_key is not None else None
         if session_id is not None:
             if session_id in seen:
@@ -390,11 +521,16 @@ def parse_session_list(
                 session_id=session_id,
                 started_at=started_at,
                 conversation_id=sys.intern(conversation_id) if conversation_id else None,
+                start_rejected=start_rejected,
             )
         )
     shape = f"{where}[] id={used_id or '?'} started_at={used_start or '?'}"
     return models.SessionList(
-        sessions=tuple(sessions), shape=shape, total=total, duplicates=duplicates
+        sessions=tuple(sessions),
+        shape=shape,
+        total=total,
+        duplicates=duplicates,
+        rejected_starts=tuple(rejected),
     )
 
 
@@ -406,7 +542,7 @@ def _int_field(data: Mapping[str, Any], key: str) -> int:
     count = _as_count(value)
     if count is None:
         raise errors.ResponseParseError(
-            f"{key} is not a non-negative integer", shape=describe_shape(data)
+            f"{key} is not a non-negative integer below 2^53", shape=describe_shape(data)
         )
     return count
 
@@ -458,7 +594,9 @@ def parse_avatar(data: Any, *, requested_id: str) -> documents.Avatar:
         table, raw = _SEED_STATUS, data.get("customizedStatus")
     else:
         table, raw = _NEWER_STATUS, data.get("status")
-    code = int(raw) if isinstance(raw, int | str) and str(raw).lstrip("-").isdigit() else None
+    text = str(raw) if isinstance(raw, int | str) and not isinstance(raw, bool) else ""
+    digits = text[1:] if text.startswith("-") else text
+    code = int(text) if 0 < len(digits) <= 9 and digits.isascii() and digits.isdigit() else None
     status: documents.AvatarStatus = table.get(code, "unknown") if code is not None else "unknown"
     name = data.get("customizedName", data.get("name"))
     reason = data.get("reason")

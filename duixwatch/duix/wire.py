@@ -3,7 +3,13 @@
 The client decides what to send and what an answer means; a wire only moves it and turns its
 library's failures into :class:`~duixwatch.core.errors.ApiTimeout` /
 :class:`~duixwatch.core.errors.ApiUnavailable` (no httpx or aiohttp exception leaves this
-module). Two implementations:
+module). It reads an answer's body as it arrives, decompressed, and stops at
+``max_response_bytes`` (``duix.max_response_bytes``): a successful answer that is longer is
+:class:`~duixwatch.core.errors.ApiMalformed` and the rest is never read (a 50 MB body, or a
+small gzip bomb, costs at most the cap); an error answer (HTTP 4xx/5xx) that is longer keeps
+its status and only its first ``max_response_bytes`` (they are only an excerpt). The overall
+deadline over the exchange, body included, is the client's (a trickle of a byte a second runs
+into it). Two implementations:
 
 * :class:`AiohttpWire`, the default on asyncio. At 10,000 APPs the daemon sends about 1,300
   requests a second; through httpx each cost 0.8-3.4 ms of CPU (httpcore's pool bookkeeping
@@ -23,7 +29,7 @@ from __future__ import annotations
 import os
 import ssl
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -95,6 +101,29 @@ def _unavailable(method: str, path: str, exc: BaseException) -> errors.ApiUnavai
     return errors.ApiUnavailable(f"{type(exc).__name__}: {exc}", method=method, path=path)
 
 
+async def _read_capped(
+    chunks: AsyncIterator[bytes], *, limit: int, status: int, method: str, path: str
+) -> bytes:
+    """The body from ``chunks``, stopping once it is longer than ``limit`` bytes: then
+    ApiMalformed for a success, the first ``limit`` bytes for an error status."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            if status >= 400:
+                parts.append(chunk[: len(chunk) - (size - limit)])
+                break
+            raise errors.ApiMalformed(
+                f"answer larger than {limit} bytes (duix.max_response_bytes)",
+                method=method,
+                path=path,
+                status=status,
+            )
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 class HttpxWire:
     """The exchange through an :class:`httpx.AsyncClient` (any anyio backend, any transport)."""
 
@@ -105,10 +134,12 @@ class HttpxWire:
         timeout_seconds: float,
         connect_timeout_seconds: float,
         max_connections: int,
+        max_response_bytes: int,
         headers: Mapping[str, str],
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._timeout = timeout_seconds
+        self._max_bytes = max_response_bytes
         self._http = httpx.AsyncClient(
             base_url=base_url,
             transport=transport,
@@ -130,16 +161,23 @@ class HttpxWire:
         headers: Mapping[str, str],
     ) -> WireResponse:
         try:
-            response = await self._http.request(
+            async with self._http.stream(
                 method, path, params=params, json=json_body, headers=dict(headers)
-            )
+            ) as response:
+                content = await _read_capped(
+                    response.aiter_bytes(),
+                    limit=self._max_bytes,
+                    status=response.status_code,
+                    method=method,
+                    path=path,
+                )
+                return WireResponse(
+                    response.status_code, content, response.headers.get("retry-after")
+                )
         except httpx.TimeoutException as exc:
             raise _timeout(method, path, self._timeout) from exc
         except httpx.HTTPError as exc:
             raise _unavailable(method, path, exc) from exc
-        return WireResponse(
-            response.status_code, response.content, response.headers.get("retry-after")
-        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -159,9 +197,11 @@ class AiohttpWire:
         timeout_seconds: float,
         connect_timeout_seconds: float,
         max_connections: int,
+        max_response_bytes: int,
         headers: Mapping[str, str],
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        self._max_bytes = max_response_bytes
         self._timeout = timeout_seconds
         self._connect_timeout = connect_timeout_seconds
         self._max_connections = max_connections
@@ -212,7 +252,13 @@ class AiohttpWire:
                 allow_redirects=False,
                 proxy=self._proxy,
             ) as response:
-                content = await response.read()
+                content = await _read_capped(
+                    response.content.iter_any(),
+                    limit=self._max_bytes,
+                    status=response.status,
+                    method=method,
+                    path=path,
+                )
                 return WireResponse(response.status, content, response.headers.get("retry-after"))
         except TimeoutError as exc:  # aiohttp's ServerTimeoutError is one too
             raise _timeout(method, path, self._timeout) from exc

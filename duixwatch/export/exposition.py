@@ -9,6 +9,11 @@ themselves, with each app's label escaped once and the common numbers formatted 
 What they write must be exactly what prometheus_client would write for the same samples:
 the HELP/TYPE/UNIT lines come from prometheus_client itself (it encodes each family once,
 empty), and ``tests/export/test_exposition.py`` compares the two byte for byte, in both formats.
+
+One value that cannot be written (a number too large for a float, or not a number at all: a
+bug wherever it came from) must not make ``/metrics`` fail for everything: :func:`render`
+then writes the collector it came from again, through prometheus_client, without the samples
+that cannot be written, and reports each to ``on_drop``. Until that happens it costs nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ __all__ = [
     "SMALL_NUMBERS",
     "SMALL_TEXT",
     "Family",
+    "OnDrop",
     "Registry",
     "TextCollector",
     "escape_label_value",
@@ -171,19 +177,67 @@ class _Collected:
             yield from collector.collect()
 
 
-def render(registry: Registry, accept_header: str | None) -> tuple[list[bytes], str]:
+#: Told the family name of every sample :func:`render` could not write and left out.
+OnDrop = Callable[[str], None]
+
+#: What writing a sample's value raises when it cannot be written (``float(10**400)``).
+_UNWRITABLE = (OverflowError, TypeError, ValueError)
+
+
+def _writable(value: object) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except _UNWRITABLE:
+        return False
+    return True
+
+
+class _Writable(_Collected):
+    """:class:`_Collected` without the samples whose value cannot be written."""
+
+    def __init__(self, collectors: Sequence[Collector], on_drop: OnDrop | None) -> None:
+        super().__init__(collectors)
+        self._on_drop = on_drop
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in super().collect():
+            kept = [s for s in metric.samples if _writable(s.value)]
+            if len(kept) != len(metric.samples):
+                if self._on_drop is not None:
+                    for _ in range(len(metric.samples) - len(kept)):
+                        self._on_drop(metric.name)
+                metric.samples = kept
+            yield metric
+
+
+def render(
+    registry: Registry, accept_header: str | None, *, on_drop: OnDrop | None = None
+) -> tuple[list[bytes], str]:
     """Everything registered on ``registry`` as the ``/metrics`` body, in chunks.
 
     OpenMetrics when ``accept_header`` asks for ``application/openmetrics-text``, else the
     Prometheus text format 0.0.4. The collectors that write their own text come first (in the
     order they were registered), then all the others through prometheus_client's encoder. The
     body is left in chunks (one per family) so that it never needs a second, joined copy: at
-    10,000 apps that copy is 18 MB.
+    10,000 apps that copy is 18 MB. A sample that cannot be written is left out and reported
+    to ``on_drop`` (module docstring).
     """
     encoder, content_type = choose_encoder(accept_header or "")
     openmetrics = content_type.startswith("application/openmetrics-text")
     collectors = registry.collectors()
     fast = [c for c in collectors if isinstance(c, TextCollector)]
-    chunks = [chunk for collector in fast for chunk in collector.exposition(openmetrics)]
-    chunks.append(encoder(_Collected([c for c in collectors if c not in fast])))
+    chunks: list[bytes] = []
+    for collector in fast:
+        try:
+            chunks.extend(collector.exposition(openmetrics))
+        except _UNWRITABLE:
+            # The same text through prometheus_client, less what cannot be written; the
+            # OpenMetrics encoder ends every call with EOF, which only the body's end has.
+            text = encoder(_Writable([collector], on_drop))
+            chunks.append(text.removesuffix(b"# EOF\n") if openmetrics else text)
+    rest = [c for c in collectors if c not in fast]
+    try:
+        chunks.append(encoder(_Collected(rest)))
+    except _UNWRITABLE:
+        chunks.append(encoder(_Writable(rest, on_drop)))
     return chunks, content_type

@@ -280,6 +280,13 @@ class Metrics:
             registry=registry,
         )
         build_info.labels(version=version).set(1)
+        self._dropped = Counter(
+            "duixwatch_exposition_dropped_samples_total",
+            "Samples left out of /metrics because their value could not be written (a "
+            "duixwatch bug: the rest of the scrape is unaffected) (samples).",
+            ["metric"],
+            registry=registry,
+        )
 
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
@@ -352,7 +359,10 @@ class Metrics:
 
     def render_chunks(self, accept_header: str | None) -> tuple[list[bytes], str]:
         """:meth:`render`'s body in pieces, to be sent without joining them (``/metrics``)."""
-        return exposition.render(self._registry, accept_header)
+        return exposition.render(self._registry, accept_header, on_drop=self._sample_dropped)
+
+    def _sample_dropped(self, metric: str) -> None:
+        self._dropped.labels(metric=metric).inc()
 
     def set_policies(self, policies: Iterable[tuple[str, str, bool]]) -> None:
         """Declare the configured policies as ``(name, action, dry_run)`` (start and reload).

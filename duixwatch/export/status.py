@@ -84,6 +84,7 @@ def snapshot_status(
             "count": len(snap.sessions),
             "shape": snap.sessions.shape,
             "oldest_age_seconds": None if oldest is None else round(oldest, 3),
+            "rejected_starts": list(snap.sessions.rejected_starts),
         }
         if with_sessions:
             entry["sessions"]["items"] = [
@@ -93,6 +94,7 @@ def snapshot_status(
                     "first_seen_at": _iso(s.first_seen_at),
                     "age_seconds": None if (a := s.age_seconds(now)) is None else round(a, 3),
                     "actionable": s.actionable,
+                    "start_rejected": s.start_rejected,
                 }
                 for s in snap.sessions.sessions
             ]

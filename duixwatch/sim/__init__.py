@@ -9,6 +9,7 @@ the client.
 * :mod:`~duixwatch.sim.records` sessions, apps, avatars and the error an endpoint answers
 * :mod:`~duixwatch.sim.faults` injected faults and request statistics
 * :mod:`~duixwatch.sim.shapes` the ``getconcurrentList`` shapes
+* :mod:`~duixwatch.sim.hostile` hostile answers (a ``hostile`` fault): bad times, counts, bodies
 * :mod:`~duixwatch.sim.documents` generated conversation documents
 * :mod:`~duixwatch.sim.conversations` who owns which conversation, changes by key path
 * :mod:`~duixwatch.sim.avatars` avatar training (``createAvatar``, ``queryAvatar``)

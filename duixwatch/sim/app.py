@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from duixwatch.core import clock as clock_mod
-from duixwatch.sim import dialog, faults, model, records, shapes
+from duixwatch.sim import dialog, faults, hostile, model, records, shapes
 
 __all__ = ["CONVERSATION_PATH", "PREFIX", "Hangs", "create_app"]
 
@@ -115,6 +115,17 @@ class Hangs:
                 self._scopes.discard(scope)
         return completed
 
+    async def pause(self, clock: clock_mod.Clock, seconds: float) -> bool:
+        """Sleep ``seconds`` on ``clock`` unless released first (then ``False``), without
+        watching for a disconnect (a streaming answer notices one when it next sends)."""
+        with anyio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                await clock.sleep(seconds)
+            finally:
+                self._scopes.discard(scope)
+        return not scope.cancel_called
+
 
 async def _cancel_on_disconnect(request: Request, scope: anyio.CancelScope) -> None:
     """Cancel ``scope`` when the client goes away (reads and drops the request body)."""
@@ -132,6 +143,9 @@ class _Api:
     def __init__(self, sim: model.Simulator, hangs: Hangs) -> None:
         self.sim = sim
         self.hangs = hangs
+        self.hostile = hostile.Hostile(
+            sim.clock.now, sim.zone, lambda seconds: hangs.pause(sim.clock, seconds)
+        )
         self._handlers: dict[str, Callable[[Request, records.SimApp], Awaitable[Response]]] = {
             "getconcurrentNumber": self._concurrent_number,
             "getconcurrentList": self._concurrent_list,
@@ -177,6 +191,10 @@ class _Api:
                 if endpoint in model.APP_ID_ENDPOINTS and not query_app_id:
                     raise records.bad_request("the query parameter appId is required")
                 response = await self._handlers[endpoint](request, app)
+                if fault is not None and fault.hostile is not None:
+                    response = self.hostile.answer(
+                        fault.hostile, endpoint, app.shape, app.app_id, response
+                    )
             except records.SimError as error:
                 response = _error_response(error)
             if fault is not None and fault.malformed:
@@ -408,6 +426,7 @@ class _Control:
             latency_seconds=_optional_float(body, "latency_seconds") or 0.0,
             jitter_seconds=_optional_float(body, "jitter_seconds") or 0.0,
             reject_token=_typed(body, "reject_token", bool, False),
+            hostile=_typed(body, "hostile", str, None),
             times=_typed(body, "times", int, None),
         )
         return _json({"fault": fault.to_dict()}, 201)

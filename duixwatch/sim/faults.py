@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from duixwatch.sim import hostile as hostile_answers
+
 __all__ = ["ENDPOINTS", "HANG_SECONDS", "Fault", "Faults", "Stats"]
 
 ENDPOINTS: tuple[str, ...] = (
@@ -35,8 +37,16 @@ class Fault:
     hang ends early if the client disconnects, or with 503 when a server shuts down), ``status`` /
     ``retry_after_seconds`` (that status, 429 by default when a Retry-After is set),
     ``reject_token`` (code 1006), ``code`` (``success:false`` with that code). ``malformed``
-    lets the request take effect and truncates the JSON answer. ``times`` is how many more
-    matching requests the fault applies to (``None``: until cleared).
+    lets the request take effect and truncates the JSON answer. ``hostile`` lets it take
+    effect and rewrites a successful answer into a hostile one, one of
+    :data:`~duixwatch.sim.hostile.KINDS` (what each does: :mod:`duixwatch.sim.hostile`):
+    start times ``start_1970``, ``start_1900``, ``start_year1``, ``start_9999``,
+    ``future_start`` (first list item); counts ``count_superscript``, ``count_huge``,
+    ``count_nan``, ``count_infinity``, ``count_negative`` (``userConcurrentNumber`` and the
+    list's ``total``); bodies ``deep_json``, ``huge_body`` (50 MiB), ``trickle`` (a byte a
+    second); lists ``many_items`` (200,000), ``markup_ids`` (first list item),
+    ``shape_flip`` (another container each answer). ``times`` is how many more matching
+    requests the fault applies to (``None``: until cleared).
     """
 
     app: str = "*"
@@ -49,6 +59,7 @@ class Fault:
     latency_seconds: float = 0.0
     jitter_seconds: float = 0.0
     reject_token: bool = False
+    hostile: str | None = None
     times: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -64,6 +75,7 @@ class Fault:
             "latency_seconds": self.latency_seconds,
             "jitter_seconds": self.jitter_seconds,
             "reject_token": self.reject_token,
+            "hostile": self.hostile,
             "times": self.times,
         }
 
@@ -96,12 +108,14 @@ class Faults:
         latency_seconds: float = 0.0,
         jitter_seconds: float = 0.0,
         reject_token: bool = False,
+        hostile: str | None = None,
         times: int | None = None,
     ) -> Fault:
         """Install a fault (replacing the one for the same app and endpoint) and return it.
 
         ``app`` is an app id, an app name or ``"*"``; ``endpoint`` one of :data:`ENDPOINTS` or
-        ``"*"``. Raises :class:`ValueError` (or :class:`KeyError` for an unknown app).
+        ``"*"``; ``hostile`` a kind that changes ``endpoint``. Raises :class:`ValueError` (or
+        :class:`KeyError` for an unknown app).
         """
         if endpoint != "*" and endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; expected '*' or one of {ENDPOINTS}")
@@ -115,6 +129,8 @@ class Faults:
             raise ValueError("times must be at least 1 (or None for until cleared)")
         if code is not None and str(code) == "":
             raise ValueError("code must not be empty")
+        if hostile is not None:
+            hostile_answers.check_kind(hostile, endpoint)
         fault = Fault(
             app=self._app_key(app),
             endpoint=endpoint,
@@ -126,6 +142,7 @@ class Faults:
             latency_seconds=latency_seconds,
             jitter_seconds=jitter_seconds,
             reject_token=reject_token,
+            hostile=hostile,
             times=times,
         )
         self._table[(fault.app, fault.endpoint)] = fault

@@ -36,7 +36,7 @@ from duixwatch.config import AppConfig
 from duixwatch.core import errors, models
 from duixwatch.core.clock import Clock
 from duixwatch.core.tasks import KeyedTasks
-from duixwatch.duix import DuixClient
+from duixwatch.duix import DuixClient, parse
 
 __all__ = [
     "AVATAR_POLL_SECONDS",
@@ -287,9 +287,11 @@ class DocumentWatch:
         state.digest, state.data = fingerprint, data
         state.labels = conversation_labels(data)
         max_sessions = data.get("maxConversation")
+        # A count, as the session counts are (below 2^53): 10^400 is no limit, and could not
+        # even be written to /metrics.
         state.max_sessions = (
             max_sessions
-            if isinstance(max_sessions, int) and not isinstance(max_sessions, bool)
+            if type(max_sessions) is int and 0 <= max_sessions < parse.MAX_COUNT
             else None
         )
         state.up, state.error, state.last_success_at = True, None, now

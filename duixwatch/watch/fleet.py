@@ -82,8 +82,11 @@ class AppLoop:
         self._on_poll_error = on_poll_error
         self._first_seen = first_seen if first_seen is not None else MemoryFirstSeen()
         self._after_poll = after_poll
-        self._shape_logged: str | None = None
+        #: The session-list shapes logged already (once each).
+        self._shapes_logged: set[str] = set()
         self._duplicates_logged = 0
+        #: The kinds of start time not believed that were logged already (once each).
+        self._starts_logged: set[str] = set()
         self._previous: models.AppSnapshot | None = None
         #: Monotonic time by which the next poll should have started (for liveness checks).
         self.next_due = clock.monotonic()
@@ -170,8 +173,11 @@ class AppLoop:
             log.info("poll_recovered", after_failures=previous.consecutive_failures)
         listing = snapshot.sessions
         shape = listing.shape if listing is not None and len(listing) > 0 else None
-        if shape is not None and shape != self._shape_logged:
-            self._shape_logged = shape
+        # Each shape once: a platform whose shape flips between polls would otherwise log a
+        # line every poll. A shape seen before is silent when it comes back.
+        logged = self._shapes_logged
+        if shape is not None and shape not in logged and len(logged) < _MAX_SHAPE_LOGS:
+            logged.add(shape)
             log.info("session_list_shape", shape=shape)
         duplicates = listing.duplicates if listing is not None else 0
         if duplicates != self._duplicates_logged:
@@ -180,6 +186,22 @@ class AppLoop:
                 # quotas and ages use each id once.
                 log.warning("session_list_duplicates", duplicates=duplicates)
             self._duplicates_logged = duplicates
+        if listing is not None and listing.rejected_starts:
+            self._log_rejected_starts(listing)
+
+    def _log_rejected_starts(self, listing: models.SessionList) -> None:
+        """Once per APP and kind of value: start times that were not believed (the sessions
+        are aged from first sight). The kind, e.g. ``str len 19: before 2000``, never the value."""
+        for start in listing.rejected_starts:
+            if start in self._starts_logged or len(self._starts_logged) >= _MAX_START_LOGS:
+                continue
+            self._starts_logged.add(start)
+            log.warning(
+                "session_start_unknown",
+                start=start,
+                sessions=sum(1 for s in listing.sessions if s.start_rejected),
+                list_shape=listing.shape,
+            )
 
 
 class Fleet:
@@ -326,6 +348,11 @@ class Fleet:
                 self._push(entry, due)
         self._workers -= 1
 
+
+#: At most this many ``session_start_unknown`` lines per APP loop (the kinds are few anyway).
+_MAX_START_LOGS = 32
+#: At most this many ``session_list_shape`` lines per APP loop.
+_MAX_SHAPE_LOGS = 16
 
 #: The smallest worker pool (a poll holds a worker while its requests wait for the rate limit).
 MIN_WORKERS = 4

@@ -119,7 +119,15 @@ def _with_first_seen(
     sessions = tuple(
         s
         if s.session_id is None
-        else models.Session(s.session_id, s.started_at, seen.get(s.session_id), s.conversation_id)
+        else models.Session(
+            s.session_id,
+            s.started_at,
+            seen.get(s.session_id),
+            s.conversation_id,
+            s.start_rejected,
+        )
         for s in listing.sessions
     )
-    return models.SessionList(sessions, listing.shape, listing.total, listing.duplicates)
+    return models.SessionList(
+        sessions, listing.shape, listing.total, listing.duplicates, listing.rejected_starts
+    )

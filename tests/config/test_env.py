@@ -126,3 +126,35 @@ def test_two_spellings_of_one_variable_are_an_error(tmp_path: Path) -> None:
 def test_env_values_are_literal(tmp_path: Path) -> None:
     cfg = load(tmp_path, MINIMAL, DUIXWATCH_STATE__DIR="${HOME}/x")
     assert cfg.state.dir == Path("${HOME}/x")
+
+
+# ---------------------------------------------------------------- duix.max_response_bytes
+
+
+def test_the_answer_cap_is_8_mib_by_default_and_set_by_file_or_env(tmp_path: Path) -> None:
+    assert load(tmp_path, MINIMAL).duix.max_response_bytes == 8 * 1024 * 1024 == 8388608
+    text = MINIMAL + "duix:\n  max_response_bytes: 1048576\n"
+    assert load(tmp_path, text).duix.max_response_bytes == 1048576
+    cfg = load(tmp_path, text, DUIXWATCH_DUIX__MAX_RESPONSE_BYTES="65536")
+    assert cfg.duix.max_response_bytes == 65536
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("0", "greater than 0"),
+        ("-1", "greater than 0"),
+        ("1.5", "whole number"),
+        ("lots", "whole number"),
+        (str(2 * 1024**3), "less than or equal to 1073741824"),
+    ],
+)
+def test_the_answer_cap_must_be_a_positive_whole_number_of_bytes(
+    tmp_path: Path, value: str, why: str
+) -> None:
+    (line,) = problems(tmp_path, MINIMAL + f"duix:\n  max_response_bytes: {value}\n")
+    assert line.startswith("F:5: duix.max_response_bytes: ")
+    assert why in line
+    (env_line,) = problems(tmp_path, MINIMAL, DUIXWATCH_DUIX__MAX_RESPONSE_BYTES=value)
+    assert "duix.max_response_bytes" in env_line
+    assert why in env_line

@@ -4,13 +4,19 @@ tests/duix/test_client.py covers the client's logic in-process (httpx + the simu
 Here the simulator is served by uvicorn on 127.0.0.1 and the client talks to it through each
 wire, so what the daemon really runs (aiohttp, ``duix.http_client: auto`` on asyncio) is held
 to the same contract as the httpx path: answers, envelopes, Retry-After, timeouts, refused
-connections, JSON bodies, the in-flight cap, and no secret in any error.
+connections, JSON bodies, the in-flight cap, no secret in any error, and hostile bodies: one
+larger than ``duix.max_response_bytes`` (read no further than that), a gzip bomb, a trickle of
+a byte a second (the request timeout holds over the body too).
 """
 
 from __future__ import annotations
 
+import gzip
 import socket
+import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -25,6 +31,7 @@ from duixwatch.core.clock import SystemClock
 from duixwatch.duix import DuixClient
 from duixwatch.duix.client import _use_aiohttp
 from duixwatch.duix.wire import AiohttpWire, HttpxWire, env_proxy
+from duixwatch.http import serve as http_serve
 from duixwatch.sim import Simulator, serve
 
 WIRES = ["aiohttp", "httpx"]
@@ -199,6 +206,7 @@ def test_the_proxy_comes_from_the_environment_once(monkeypatch: pytest.MonkeyPat
         timeout_seconds=1,
         connect_timeout_seconds=1,
         max_connections=1,
+        max_response_bytes=1024,
         headers={},
     )
     assert wire._proxy == "http://proxy.internal:3128"
@@ -213,3 +221,132 @@ def test_auto_picks_aiohttp_only_inside_asyncio() -> None:
         return _use_aiohttp("auto")
 
     assert anyio.run(inside, backend="asyncio") is True
+
+
+# --------------------------------------------------------------------------- hostile bodies
+
+MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_a_fifty_mebibyte_answer_is_malformed_at_the_cap(
+    wire: str, sim: Simulator, base_url: str
+) -> None:
+    sim.faults.set(sim.apps[0].app_id, "getconcurrentNumber", hostile="huge_body")
+    cfg = config(base_url, wire, max_response_bytes=MiB, request_timeout_seconds=10)
+    async with DuixClient(cfg, clock=SystemClock()) as duix:
+        with anyio.fail_after(10):
+            with pytest.raises(errors.ApiMalformed, match="larger than 1048576 bytes") as info:
+                await duix.concurrency(creds(sim))
+            numbers = await duix.concurrency(creds(sim, 1))  # the pool still works
+    assert info.value.reason == "malformed"
+    assert numbers.user_concurrent_number == 0
+
+
+class Counted:
+    """An ASGI app that streams ``total`` bytes of a JSON envelope and counts what it sent."""
+
+    def __init__(self, total: int, *, gzip_level: int | None = None) -> None:
+        self.total = total
+        self.sent = 0
+        self.gzip_level = gzip_level
+
+    def body(self) -> bytes:
+        head = b'{"success":true,"data":{"totalConcurrentNumber":1,"userConcurrentNumber":0},"p":"'
+        return head + b"x" * (self.total - len(head) - 2) + b'"}'
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-type", b"application/json")]
+        body = self.body()
+        if self.gzip_level is not None:
+            body = gzip.compress(body, compresslevel=self.gzip_level)
+            headers.append((b"content-encoding", b"gzip"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for start in range(0, len(body), 64 * 1024):
+            chunk = body[start : start + 64 * 1024]
+            self.sent += len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+@asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(partial(http_serve.serve, app, "127.0.0.1", 0))
+        yield f"http://127.0.0.1:{port}"
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_reading_stops_soon_after_the_cap_not_at_the_end_of_the_body(wire: str) -> None:
+    app = Counted(50 * MiB)
+    async with serving(app) as url:
+        cfg = config(url, wire, max_response_bytes=MiB, request_timeout_seconds=10)
+        async with DuixClient(cfg, clock=SystemClock()) as duix:
+            with anyio.fail_after(10), pytest.raises(errors.ApiMalformed, match="larger than"):
+                await duix.concurrency(models.AppCredentials("1", SecretStr("k" * 32)))
+            sent_when_refused = app.sent
+    assert sent_when_refused < 20 * MiB  # the cap plus what sockets buffer, not 50 MiB
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_a_gzip_bomb_is_measured_after_decompression(wire: str) -> None:
+    app = Counted(64 * MiB, gzip_level=9)  # about 64 KiB on the wire
+    async with serving(app) as url:
+        cfg = config(url, wire, max_response_bytes=MiB, request_timeout_seconds=10)
+        async with DuixClient(cfg, clock=SystemClock()) as duix:
+            with anyio.fail_after(10), pytest.raises(errors.ApiMalformed, match="larger than"):
+                await duix.concurrency(models.AppCredentials("1", SecretStr("k" * 32)))
+    assert app.sent < MiB
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_an_answer_of_exactly_the_cap_is_read(wire: str) -> None:
+    app = Counted(4096)
+    async with serving(app) as url:
+        cfg = config(url, wire, max_response_bytes=4096)
+        async with DuixClient(cfg, clock=SystemClock()) as duix:
+            numbers = await duix.concurrency(models.AppCredentials("1", SecretStr("k" * 32)))
+            app.total = 4097
+            with pytest.raises(errors.ApiMalformed, match="larger than 4096 bytes"):
+                await duix.concurrency(models.AppCredentials("1", SecretStr("k" * 32)))
+    assert numbers.total_concurrent_number == 1
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_a_long_error_page_keeps_its_status(wire: str) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 503, "headers": []})
+        await send({"type": "http.response.body", "body": b"<html>" + b"x" * (2 * MiB)})
+
+    async with (
+        serving(app) as url,
+        DuixClient(config(url, wire, max_response_bytes=MiB), clock=SystemClock()) as duix,
+    ):
+        with pytest.raises(errors.ApiServerError) as info:
+            await duix.concurrency(models.AppCredentials("1", SecretStr("k" * 32)))
+    assert info.value.body_excerpt is not None
+    assert info.value.body_excerpt.startswith("<html>")
+
+
+@pytest.mark.parametrize("wire", WIRES)
+async def test_a_trickle_of_a_byte_a_second_times_out_at_the_request_timeout(
+    wire: str, sim: Simulator, base_url: str
+) -> None:
+    """Every byte comes well within any read timeout; the deadline over the whole exchange
+    (DuixClient._send) is what ends it."""
+    sim.faults.set(sim.apps[0].app_id, "getconcurrentNumber", hostile="trickle")
+    cfg = config(base_url, wire, request_timeout_seconds=1.5)
+    async with DuixClient(cfg, clock=SystemClock()) as duix:
+        started = time.monotonic()
+        with anyio.fail_after(10), pytest.raises(errors.ApiTimeout) as info:
+            await duix.concurrency(creds(sim))
+        elapsed = time.monotonic() - started
+        numbers = await duix.concurrency(creds(sim, 1))
+    assert info.value.reason == "timeout"
+    assert 1.4 <= elapsed < 4.0
+    assert numbers.user_concurrent_number == 0
