@@ -19,6 +19,19 @@ descriptor, then calls ``fsync`` before returning; any failure raises :class:`Au
 executor then does not act. A crash can therefore leave at most the LAST line torn (a prefix of
 a record, without its newline).
 
+Rotation and reopening (the file must stay bounded for months):
+
+* Before a write would take the file past ``max_bytes`` (``state.audit_max_bytes``; 0: never),
+  under the write lock, ``audit.jsonl`` is renamed ``audit.jsonl.1`` (``.1`` to ``.2`` …,
+  ``.<keep>`` deleted) and a new file started: between whole lines, each already synced, so a
+  rotation never splits or loses a line; an intent and its outcome may be in different files,
+  and every reader reads across them (:func:`audit_files`, ``read_audit(rotated=True)``,
+  :func:`iter_records`, :func:`recent_records`), one line in memory at a time.
+* Each write first checks that the path still names the open file: one deleted, or moved away
+  by logrotate (``create`` mode), is replaced by a new file at once; :meth:`AuditLog.reopen`
+  (SIGUSR1) does the same on request. A failure to open or write sets :attr:`AuditLog.error`
+  until a write or :meth:`AuditLog.probe` succeeds (the executor blocks enforcement meanwhile).
+
 Torn lines and their repair:
 
 * When :class:`AuditLog` opens a file whose last byte is not a newline (a crash tore the last

@@ -9,8 +9,10 @@ Safety (design.md §8), in the order the executor applies it:
    cycle and written to the audit log and the log when it starts (not again every cycle while
    it lasts).
 3. **Intent first.** Before each call an ``intent`` line is appended and fsynced; if the audit
-   log cannot be written the call is NOT made (outcome ``failed``). After the call its
-   ``outcome`` line follows. A crash therefore never loses an issued call from the record.
+   log cannot be written the call is NOT made (outcome ``failed``), and from then on, while it
+   cannot (probed before each plan) or the state database cannot be written, every acting plan
+   aborts (``audit_unavailable``, ``state_unavailable``). After the call its ``outcome`` line
+   follows. A crash therefore never loses an issued call from the record.
 4. **Pacing.** Calls start at most ``enforcement.max_stops_per_second``, all APPs together.
 5. **Never cut in half.** Intent, call and outcome run shielded from cancellation under a
    deadline, so a shutdown waits for them (bounded by the request timeout).
@@ -22,7 +24,9 @@ Safety (design.md §8), in the order the executor applies it:
    ``abort`` lines (with their action and session id; reason ``shutdown`` or ``reload``) and
    counted as aborts, so nothing planned disappears without a record.
 7. **Idempotence.** ``sessionStop`` answering 2002 is ``already_closed``, not a failure; a
-   session that two policies both want closed is stopped once per cycle.
+   session that two policies both want closed is stopped once per cycle; one still listed
+   after a successful stop is recorded ``still_listed`` and retried only with backoff, a few
+   times (:mod:`~duixwatch.policy.retries`).
 
 Every executed or simulated action is kept (bounded) for ``/status``; policies with ``notify``
 targets get a webhook per cycle that did something, and one when an abort starts (when it is
@@ -210,7 +214,9 @@ class Executor:
         ``policies`` are the policies the plan was made with (by name)."""
         planned = plan  # what is listed and due, before the screens below
         plan = await self._unless_blocked(plan)
-        plan, done = await self._unless_still_listed(plan, cycle)
+        # Stops a still-listed session's backoff holds back are left out, and recorded.
+        plan, held = retries.screen(self._stop_memory, plan, self._clock.monotonic())
+        done = [await self._still_listed(h[0], h[1], h[2], h[3], cycle) for h in held]
         stopped_this_cycle: set[str] = set()
         #: the calls planned and not started yet, by (policy index, action index)
         unstarted: dict[tuple[int, int], tuple[PolicyPlan, PlannedAction]] = {
@@ -267,12 +273,6 @@ class Executor:
         return done
 
     # ------------------------------------------------------------------ pieces
-
-    async def _unless_still_listed(self, plan: Plan, cycle: str) -> tuple[Plan, list[ActionRecord]]:
-        """``plan`` without the stops a still-listed session's backoff holds back
-        (:func:`~duixwatch.policy.retries.screen`), and the ``still_listed`` records."""
-        plan, reports = retries.screen(self._stop_memory, plan, self._clock.monotonic())
-        return plan, [await self._still_listed(r[0], r[1], r[2], r[3], cycle) for r in reports]
 
     async def _still_listed(
         self, pplan: PolicyPlan, action: PlannedAction, decision: str, stops: int, cycle: str

@@ -99,8 +99,11 @@ def _capped(rule: Rule, base: PolicyPlan, matches: Sequence[Match], *, live: int
 class SessionAge(MatchKind):
     """Every session older than ``session_age_over_seconds`` (stale, abandoned sessions).
 
-    The age is from the session's start time, else from when duixwatch first saw it; sessions
-    without an id or a known age never match. Oldest first.
+    The age is from the session's start time, else (no start time listed) from when duixwatch
+    first saw it; sessions without an id or a known age never match, nor do sessions whose
+    listed start time was not believed (``start_rejected``: before 2000, more than a day ahead,
+    unreadable), which are aged from first sight for display only and never closed by age
+    alone. Oldest first.
     """
 
     key: ClassVar[str] = "session_age_over_seconds"
@@ -152,7 +155,9 @@ class SessionAge(MatchKind):
         matches = []
         for session in sessions:
             age = session.age_seconds(now)
-            if session.session_id is None or age is None or age <= threshold:
+            if session.session_id is None or session.start_rejected:
+                continue
+            if age is None or age <= threshold:
                 continue
             matches.append(
                 Match(

@@ -104,6 +104,15 @@ def test_a_session_aged_from_first_sight_counts() -> None:
     assert stopped(plan_of(policy_config(), snap)) == ["s0"]
 
 
+def test_a_session_whose_start_time_was_not_believed_is_never_closed_by_age() -> None:
+    """A listed start of 1970 (or 1900, or a year ahead) is rejected by the parser: aged from
+    first sight for display, but no age policy acts on it, however long it has been seen."""
+    rejected = models.Session("s0", first_seen_at=NOW - timedelta(hours=3), start_rejected=True)
+    unknown = models.Session("s1", first_seen_at=NOW - timedelta(hours=3))
+    snap = replace(snapshot([None]), sessions=models.SessionList((rejected, unknown), "data[]"))
+    assert stopped(plan_of(policy_config(), snap)) == ["s1"]
+
+
 def test_protected_sessions_are_listed_but_never_in_an_action() -> None:
     config = policy_config(protect_sessions=["vip-*"])
     plan = plan_of(config, snapshot([5000, 5000], ids=["vip-1", "b"]))
