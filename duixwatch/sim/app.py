@@ -190,7 +190,11 @@ class _Api:
                 app = sim.authenticate(token, query_app_id=query_app_id)
                 if endpoint in model.APP_ID_ENDPOINTS and not query_app_id:
                     raise records.bad_request("the query parameter appId is required")
-                response = await self._handlers[endpoint](request, app)
+                if fault is not None and fault.hostile == "stop_ignored":
+                    # A platform that says yes and closes nothing (the session stays listed).
+                    response = _json({"code": "", "message": "", "data": None, "success": True})
+                else:
+                    response = await self._handlers[endpoint](request, app)
                 if fault is not None and fault.hostile is not None:
                     response = self.hostile.answer(
                         fault.hostile, endpoint, app.shape, app.app_id, response

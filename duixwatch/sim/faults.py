@@ -45,7 +45,9 @@ class Fault:
     ``count_nan``, ``count_infinity``, ``count_negative`` (``userConcurrentNumber`` and the
     list's ``total``); bodies ``deep_json``, ``huge_body`` (50 MiB), ``trickle`` (a byte a
     second); lists ``many_items`` (200,000), ``markup_ids`` (first list item),
-    ``shape_flip`` (another container each answer). ``times`` is how many more matching
+    ``shape_flip`` (another container each answer); and ``stop_ignored``, which answers a
+    ``sessionStop`` with success WITHOUT letting it take effect (the session stays listed).
+    ``times`` is how many more matching
     requests the fault applies to (``None``: until cleared).
     """
 

@@ -28,6 +28,8 @@ kind                 endpoints             the answer
 ``markup_ids``       getconcurrentList     the first item's id is :data:`MARKUP_ID`
 ``shape_flip``       getconcurrentList     each answer puts the list in the next container
                                            of :data:`~duixwatch.sim.shapes.CONTAINERS`
+``stop_ignored``     sessionStop           success, and the session stays live and listed
+                                           (the request does NOT take effect)
 ==================== ===================== ==================================================
 
 The start-time kinds and ``markup_ids`` change only the FIRST item of the list (nothing when the
@@ -77,6 +79,7 @@ HostileKind = Literal[
     "many_items",
     "markup_ids",
     "shape_flip",
+    "stop_ignored",
 ]
 KINDS: Final[tuple[HostileKind, ...]] = get_args(HostileKind)
 
@@ -113,6 +116,7 @@ APPLIES_TO: Final[dict[str, frozenset[str] | None]] = {
     "many_items": frozenset({_LIST}),
     "markup_ids": frozenset({_LIST}),
     "shape_flip": frozenset({_LIST}),
+    "stop_ignored": frozenset({"sessionStop"}),
 }
 _CHUNK_BYTES: Final = 64 * 1024
 #: Stands for a value written by hand into an envelope's JSON (a string no answer holds).

@@ -6,41 +6,23 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from duixwatch.core import models
 from duixwatch.policy import retries
-from tests.policy.test_executor import add, age_policy, rig
-
-
-class StickyCloser:
-    """Answers every sessionStop with success and closes nothing: the platform glitch."""
-
-    def __init__(self) -> None:
-        self.stops: list[str] = []
-
-    async def stop_session(
-        self, app: models.AppCredentials, session_id: str, *, shield: bool = True
-    ) -> models.StopResult:
-        self.stops.append(session_id)
-        return models.StopResult(session_id=session_id, outcome="stopped")
-
-    async def close_all(
-        self, app: models.AppCredentials, *, shield: bool = True
-    ) -> models.CloseAllResult:
-        raise AssertionError("not used")
+from tests.policy.test_executor import add, age_policy, rig, stops
 
 
 async def test_a_session_still_listed_is_retried_with_backoff_then_left(tmp_path: Path) -> None:
     async with rig(tmp_path) as r:
-        sticky = StickyCloser()
-        r.executor._client = sticky  # the seam the daemon plugs the DUIX client into
-        (_sid,) = add(r, [5000])
+        # The platform answers every sessionStop with success and closes nothing.
+        r.sim.faults.set(r.sim.apps[0].app_id, "sessionStop", hostile="stop_ignored")
+        (sid,) = add(r, [5000])
         outcomes: list[list[str]] = []
         # 15 s polls for an hour: without the memory that is 240 stops of one session.
         for _ in range(240):
             _, done = await r.cycle([age_policy()], enforce=True)
             outcomes.append([d.outcome for d in done])
             r.clock.advance(15)
-        assert len(sticky.stops) == retries.MAX_STOPS == 4
+        assert stops(r) == retries.MAX_STOPS == 4
+        assert not r.sim.session(sid).closed
         flat = [o for cycle in outcomes for o in cycle]
         assert flat.count("stopped") == 4
         # once after each of the 4 stops (the 4th says it gives up), never again after that

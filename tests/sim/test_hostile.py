@@ -227,3 +227,15 @@ def test_every_kind_is_documented_on_the_fault() -> None:
     doc = " ".join((Fault.__doc__ or "").split())
     assert all(f"``{kind}``" in doc for kind in hostile.KINDS)
     assert set(hostile.APPLIES_TO) == set(hostile.KINDS)
+
+
+async def test_stop_ignored_says_yes_and_the_session_stays_listed(api: Api, sim: Simulator) -> None:
+    app = sim.apps[0]
+    session = sim.add_session(app.app_id, age_seconds=30)
+    sim.faults.set(app.app_id, "sessionStop", hostile="stop_ignored")
+    response = await api.get("sessionStop", app, uuid=session.session_id)
+    assert response.json()["success"] is True
+    assert not sim.session(session.session_id).closed
+    assert session.session_id in {s.session_id for s in sim.live_sessions(app.app_id)}
+    with pytest.raises(ValueError, match="changes only sessionStop"):
+        sim.faults.set(app.app_id, LIST, hostile="stop_ignored")
