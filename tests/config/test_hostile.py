@@ -1,0 +1,131 @@
+"""Hostile config files: endless, huge, nested thousands deep, alias bombs. Each one is a
+``FILE:LINE`` config error, quickly, never a traceback or a stall.
+
+The time bound asserted here is a generous guard against a stall (the real figures, measured,
+are in the README's configuration reference), not a benchmark.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from duixwatch import config as settings
+from duixwatch.config import files, loader
+from tests.config.support import MINIMAL, write
+
+#: Far above what any of these takes once bounded; far below a stall.
+FAST_SECONDS = 5.0
+
+
+def hostile(path: Path | str) -> list[str]:
+    """The error lines of loading ``path``, which must fail fast, the file shown as F."""
+    started = time.monotonic()
+    with pytest.raises(settings.ConfigFileError) as caught:
+        settings.load_config(path, environ={})
+    assert time.monotonic() - started < FAST_SECONDS
+    return [line.replace(str(path), "F", 1) for line in caught.value.errors]
+
+
+@contextmanager
+def pipe_of(chunk: bytes, *, repeat: bool) -> Iterator[str]:
+    """A pipe, as ``-c <(command)`` gives one: ``/dev/fd/N``, fed ``chunk`` (forever with
+    ``repeat``) by a thread that stops when the reading end is closed."""
+    read_end, write_end = os.pipe()
+
+    def feed() -> None:
+        try:
+            os.write(write_end, chunk)
+            while repeat:
+                os.write(write_end, chunk)
+        except BrokenPipeError:
+            pass  # the test is done reading: the endless writer stops here
+        finally:
+            os.close(write_end)
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        yield f"/dev/fd/{read_end}"
+    finally:
+        os.close(read_end)
+        writer.join(timeout=FAST_SECONDS)
+    assert not writer.is_alive()
+
+
+# --------------------------------------------------------------------------- size
+
+
+def test_dev_zero_is_cut_at_the_size_limit() -> None:
+    """``-c /dev/zero`` read until memory ran out (a MemoryError traceback after 8 s)."""
+    assert hostile("/dev/zero") == [
+        "F:1: the config file is over the 16 MiB limit (reading stopped on this line):"
+        " not a config file"
+    ]
+
+
+def test_a_regular_file_over_the_limit_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "# a comment\n")
+    with path.open("r+b") as handle:
+        handle.truncate(loader.MAX_CONFIG_BYTES + 1)  # sparse: the rest reads as NUL bytes
+    assert hostile(path) == [
+        "F:5: the config file is over the 16 MiB limit (reading stopped on this line):"
+        " not a config file"
+    ]
+
+
+def test_a_file_of_exactly_the_limit_is_read_whole(tmp_path: Path) -> None:
+    head = MINIMAL.lstrip("\n")
+    path = tmp_path / "duixwatch.yaml"
+    path.write_bytes(head.encode() + b"#" * (loader.MAX_CONFIG_BYTES - len(head) - 1) + b"\n")
+    assert settings.load_config(path, environ={}).apps[0].name is not None
+
+
+def test_an_endless_pipe_is_cut_at_the_size_limit() -> None:
+    with pipe_of(b"# more\n" * 1024, repeat=True) as path:
+        [line] = hostile(path)
+    assert line.startswith("F:")
+    assert line.endswith(
+        ": the config file is over the 16 MiB limit (reading stopped on this line):"
+        " not a config file"
+    )
+
+
+def test_a_config_from_a_pipe_loads() -> None:
+    """``duixwatch check -c <(sops -d duixwatch.yaml)``: a pipe that ends is read whole."""
+    with pipe_of(MINIMAL.lstrip("\n").encode(), repeat=False) as path:
+        assert len(settings.load_config(path, environ={}).apps) == 1
+
+
+def test_a_fifo_nobody_writes_to_gives_up_at_its_deadline(tmp_path: Path) -> None:
+    """Opening a FIFO blocked until a writer came: ``check`` hung for good."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError) as caught:
+        files.read_head(fifo, 1024, timeout_seconds=0.2)
+    assert time.monotonic() - started < FAST_SECONDS
+    assert caught.value.strerror == ("not a regular file, and no end of file within 0.2 s")
+
+
+def test_read_head_reads_at_most_what_it_is_asked(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 3_000_000)
+    assert files.read_head(path, 2_500_001) == b"x" * 2_500_001
+    assert files.read_head(path, 5_000_000) == b"x" * 3_000_000
+    assert files.read_head("/dev/zero", 10) == b"\0" * 10
+
+
+def test_a_directory_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    assert hostile(tmp_path) == ["F: cannot read the config file: Is a directory"]
+
+
+def test_a_web_config_file_that_never_ends_is_cut_at_its_limit(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "server:\n  web_config_file: /dev/zero\n")
+    assert hostile(path) == ["/dev/zero: over 1 MiB: not a web config file"]
