@@ -8,6 +8,11 @@ plain mapping and sequence ones, and notes integers whose text is not their plai
 (``0123``, ``0x1F``: an app id written that way is not the id the operator meant).
 :func:`yaml_problem` turns a syntax error into a line and a text without the source excerpt
 (which may hold a key).
+
+Hostile input is bounded, each bound an error on the line where it is crossed: nesting deeper
+than :data:`MAX_DEPTH` (PyYAML's composer recurses once per level, so thousands of ``[`` ended
+in a RecursionError: the composer here keeps its own stack, and the builder counts what
+aliases expand to as well), and merge keys chained deeper than that.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from typing import Any
 import yaml
 
 from duixwatch.core import errors
-from duixwatch.core.fields import KeyPath
+from duixwatch.core.fields import KeyPath, dotted
 
 __all__ = [
+    "MAX_DEPTH",
     "ConfigFileError",
     "LineLoader",
     "Problem",
@@ -28,6 +34,26 @@ __all__ = [
     "parse_yaml",
     "yaml_problem",
 ]
+
+
+#: Levels of nested mappings and lists at most. The deepest config key is six levels down
+#: (``policies[0].notify[0].headers.X``); a few thousand is a hostile or generated file.
+MAX_DEPTH = 64
+#: How much of a key path a limit's error shows (the rest of a deep path is noise).
+_SHOWN_PARTS = 4
+
+
+def _shown(path: KeyPath) -> str:
+    return dotted(path[:_SHOWN_PARTS]) + ("…" if len(path) > _SHOWN_PARTS else "")
+
+
+def _too_deep(line: int, path: KeyPath, *, aliases: bool = False) -> YamlSyntaxError:
+    counting = " (counting what its aliases expand to)" if aliases else ""
+    return YamlSyntaxError(
+        line,
+        f"{_shown(path)}: YAML nested more than {MAX_DEPTH} levels deep{counting}: "
+        "not a config file",
+    )
 
 
 class ConfigFileError(errors.ConfigError):
@@ -68,16 +94,132 @@ class LineLoader(yaml.SafeLoader):
         self.problems: list[Problem] = []
         self._checked: set[int] = set()
         self._active: set[int] = set()
+        #: The line of each sequence item given as an alias, by (id of the sequence, index):
+        #: the node is the anchor's, and so is its mark.
+        self._alias_lines: dict[tuple[int, int], int] = {}
+        self._merging = 0
+        #: Nodes built once: building one again expands an alias.
+        self._built: set[int] = set()
+        #: The path of the outermost alias being expanded: limits crossed inside name its line.
+        self._alias: KeyPath | None = None
+
+    # -- composing: PyYAML's Composer, without its recursion ------------------------------
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        """The node at the parser's position, composed with an explicit stack of the open
+        collections (PyYAML's recurses once per level) that may not grow past
+        :data:`MAX_DEPTH`. Otherwise as PyYAML's: an anchor is registered when its node opens
+        (so a recursive alias resolves), tags are resolved by the
+        :class:`~yaml.resolver.Resolver` (a SafeLoader has no path resolvers, so there is no
+        ``descend_resolver``/``ascend_resolver`` to keep).
+        """
+        del parent, index  # only the document's root is composed through here
+        stack: list[list[Any]] = []  # [collection node, pending mapping key node or None]
+        while True:
+            event: Any = self.get_event()  # type: ignore[no-untyped-call]
+            node: yaml.Node
+            if isinstance(event, yaml.CollectionEndEvent):
+                node = stack.pop()[0]
+                node.end_mark = event.end_mark
+            elif isinstance(event, yaml.AliasEvent):
+                node = self._alias_node(event, stack[-1][0] if stack else None)
+            else:
+                node = self._open(event)
+                if isinstance(node, yaml.CollectionNode):
+                    if len(stack) >= MAX_DEPTH:
+                        raise _too_deep(event.start_mark.line + 1, _stack_path(stack))
+                    stack.append([node, None])
+                    continue
+            if not stack:
+                return node
+            top = stack[-1]
+            if isinstance(top[0], yaml.SequenceNode):
+                top[0].value.append(node)
+            elif top[1] is None:
+                top[1] = node
+            else:
+                top[0].value.append((top[1], node))
+                top[1] = None
+
+    def _alias_node(self, event: Any, parent: yaml.Node | None) -> yaml.Node:
+        if event.anchor not in self.anchors:
+            raise yaml.composer.ComposerError(
+                None, None, f"found undefined alias {event.anchor!r}", event.start_mark
+            )
+        if isinstance(parent, yaml.SequenceNode):
+            self._alias_lines[(id(parent), len(parent.value))] = event.start_mark.line + 1
+        return self.anchors[event.anchor]
+
+    def _open(self, event: Any) -> yaml.Node:
+        """The node a scalar or collection start event begins, its anchor registered."""
+        anchor = event.anchor
+        if anchor is not None and anchor in self.anchors:
+            raise yaml.composer.ComposerError(
+                f"found duplicate anchor {anchor!r}; first occurrence",
+                self.anchors[anchor].start_mark,
+                "second occurrence",
+                event.start_mark,
+            )
+        tag = event.tag
+        # Typed loosely: the C parser's Mark is another class than the pure-Python one.
+        start: Any = event.start_mark
+        end: Any = event.end_mark
+        node: yaml.Node
+        if isinstance(event, yaml.ScalarEvent):
+            if tag is None or tag == "!":
+                tag = self.resolve(yaml.ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
+            node = yaml.ScalarNode(tag, event.value, start, end, style=event.style)
+        else:
+            kind: type[yaml.CollectionNode] = (
+                yaml.SequenceNode
+                if isinstance(event, yaml.SequenceStartEvent)
+                else yaml.MappingNode
+            )
+            if tag is None or tag == "!":
+                tag = self.resolve(kind, None, event.implicit)  # type: ignore[no-untyped-call]
+            node = kind(tag, [], start, None, flow_style=event.flow_style)
+        if anchor is not None:
+            self.anchors[anchor] = node
+        return node
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """PyYAML's merge (``<<``), which recurses once per merge in a chain: bounded."""
+        if self._merging >= MAX_DEPTH:
+            raise YamlSyntaxError(
+                node.start_mark.line + 1,
+                f"YAML merge keys (<<) chained more than {MAX_DEPTH} deep: not a config file",
+            )
+        self._merging += 1
+        try:
+            super().flatten_mapping(node)
+        finally:
+            self._merging -= 1
+
+    # -- building: data, lines, problems --------------------------------------------------
 
     def build(self, node: yaml.Node, path: KeyPath = ()) -> Any:
         if id(node) in self._active:
             self.problems.append(Problem(path, "a YAML alias refers to itself"))
             return None
+        outermost = self._alias is None and id(node) in self._built
+        if outermost:
+            self._alias = path
+        self._built.add(id(node))
         self._active.add(id(node))
         try:
+            if isinstance(node, yaml.CollectionNode) and len(path) >= MAX_DEPTH:
+                # The composer bounds the document's own depth; aliases can nest anchors,
+                # each within the limit, into a tree that is not.
+                raise _too_deep(self._alias_line(path), path, aliases=True)
             return self._build(node, path)
         finally:
             self._active.discard(id(node))
+            if outermost:
+                self._alias = None
+
+    def _alias_line(self, path: KeyPath) -> int:
+        """The line of the alias being expanded (else of ``path``)."""
+        return self.lines.get(path if self._alias is None else self._alias, 1)
 
     def _build(self, node: yaml.Node, path: KeyPath) -> Any:
         if isinstance(node, yaml.MappingNode):
@@ -91,7 +233,8 @@ class LineLoader(yaml.SafeLoader):
                 return None
             items = []
             for index, item in enumerate(node.value):
-                self.lines[(*path, index)] = item.start_mark.line + 1
+                line = self._alias_lines.get((id(node), index))
+                self.lines[(*path, index)] = line or item.start_mark.line + 1
                 items.append(self.build(item, (*path, index)))
             return items
         try:
@@ -148,6 +291,17 @@ class LineLoader(yaml.SafeLoader):
         return result
 
 
+def _stack_path(stack: list[list[Any]]) -> KeyPath:
+    """The key path of the node the innermost open collection of ``stack`` is composing."""
+    path: list[str | int] = []
+    for collection, pending in stack:
+        if isinstance(collection, yaml.SequenceNode):
+            path.append(len(collection.value))
+        else:
+            path.append(pending.value if isinstance(pending, yaml.ScalarNode) else "?")
+    return tuple(path)
+
+
 class YamlSyntaxError(ValueError):
     """The text is not YAML: ``line`` and a ``message`` that quotes none of the source."""
 
@@ -172,8 +326,6 @@ def parse_yaml(text: str) -> tuple[Any, LineLoader]:
         syntax = (text.count("\n", 0, exc.position) + 1, yaml_problem(exc)[1])
     except yaml.YAMLError as exc:
         syntax = yaml_problem(exc)
-    except RecursionError:
-        syntax = (1, "YAML nested too deeply (hundreds of [ or {): not a config file")
     finally:
         if loader is not None:
             loader.dispose()

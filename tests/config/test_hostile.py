@@ -33,6 +33,13 @@ def hostile(path: Path | str) -> list[str]:
     return [line.replace(str(path), "F", 1) for line in caught.value.errors]
 
 
+def hostile_text(tmp_path: Path, text: str) -> list[str]:
+    """The error lines of loading a file holding ``text`` (written as it is)."""
+    path = tmp_path / "duixwatch.yaml"
+    path.write_text(text.lstrip("\n"), encoding="utf-8")
+    return hostile(path)
+
+
 @contextmanager
 def pipe_of(chunk: bytes, *, repeat: bool) -> Iterator[str]:
     """A pipe, as ``-c <(command)`` gives one: ``/dev/fd/N``, fed ``chunk`` (forever with
@@ -129,3 +136,66 @@ def test_a_directory_is_an_error_naming_the_file(tmp_path: Path) -> None:
 def test_a_web_config_file_that_never_ends_is_cut_at_its_limit(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL + "server:\n  web_config_file: /dev/zero\n")
     assert hostile(path) == ["/dev/zero: over 1 MiB: not a web config file"]
+
+
+# --------------------------------------------------------------------------- nesting
+
+#: ``MINIMAL`` takes lines 1-3; the hostile part starts on line 4.
+DEEP = 3000
+
+
+def test_mappings_nested_thousands_deep_are_an_error_on_the_line_too_deep(tmp_path: Path) -> None:
+    """Block mappings, one level a line: level 65 opens on line 4 + 64."""
+    text = MINIMAL + "extra:\n" + "".join(" " * (i + 1) + "k:\n" for i in range(DEEP))
+    assert hostile_text(tmp_path, text) == [
+        f"F:{4 + 64}: extra.k.k.k…: YAML nested more than 64 levels deep: not a config file"
+    ]
+
+
+def test_lists_nested_thousands_deep_are_an_error_on_the_line_too_deep(tmp_path: Path) -> None:
+    text = MINIMAL + "extra:\n" + "".join(" " * (i + 1) + "-\n" for i in range(DEEP))
+    assert hostile_text(tmp_path, text) == [
+        f"F:{4 + 64}: extra[0][0][0]…: YAML nested more than 64 levels deep: not a config file"
+    ]
+
+
+@pytest.mark.parametrize(("opening", "path"), [("[", "x[0][0][0]…"), ("{a: ", "x.a.a.a…")])
+def test_flow_collections_nested_thousands_deep_are_an_error(
+    opening: str, path: str, tmp_path: Path
+) -> None:
+    closing = "]" if opening == "[" else "}"
+    text = MINIMAL + "x: " + opening * DEEP + "1" + closing * DEEP + "\n"
+    assert hostile_text(tmp_path, text) == [
+        f"F:4: {path}: YAML nested more than 64 levels deep: not a config file"
+    ]
+
+
+def test_nesting_within_the_limit_reaches_validation(tmp_path: Path) -> None:
+    """64 levels are YAML the loader reads (and the schema then refuses)."""
+    text = MINIMAL + "extra: " + "[" * 63 + "1" + "]" * 63 + "\n"
+    assert hostile_text(tmp_path, text) == ["F:4: extra: unknown key"]
+
+
+def test_aliases_that_expand_past_the_depth_limit_are_an_error_on_the_alias_line(
+    tmp_path: Path,
+) -> None:
+    """Each anchor is 40 levels deep, within the limit; used inside another, 80."""
+    inner = "[" * 40 + "1" + "]" * 40
+    text = (
+        MINIMAL
+        + f"a: &a {inner}\nb: &b [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[*a]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n"
+    )
+    assert hostile_text(tmp_path, text) == [
+        "F:5: b[0][0][0]…: YAML nested more than 64 levels deep (counting what its aliases"
+        " expand to): not a config file"
+    ]
+
+
+def test_merge_keys_chained_thousands_deep_are_an_error_not_a_crash(tmp_path: Path) -> None:
+    """Anchors inside a node that is not read (an unsupported tag) are flattened only when
+    an alias uses them, each merge in the chain one call deeper."""
+    chain = ", ".join(f"&m{i} {{<<: *m{i - 1}}}" for i in range(1, DEEP))
+    text = MINIMAL + f"x: !odd [&m0 {{k: 1}}, {chain}]\ny: *m{DEEP - 1}\n"
+    [line] = hostile_text(tmp_path, text)
+    assert line.startswith("F:4: ")
+    assert line.endswith(": YAML merge keys (<<) chained more than 64 deep: not a config file")
