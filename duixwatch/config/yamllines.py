@@ -12,7 +12,9 @@ plain mapping and sequence ones, and notes integers whose text is not their plai
 Hostile input is bounded, each bound an error on the line where it is crossed: nesting deeper
 than :data:`MAX_DEPTH` (PyYAML's composer recurses once per level, so thousands of ``[`` ended
 in a RecursionError: the composer here keeps its own stack, and the builder counts what
-aliases expand to as well), and merge keys chained deeper than that.
+aliases expand to as well), merge keys chained deeper than that, and aliases (merge keys
+included) that add more than :data:`MAX_ALIAS_NODES` nodes ("billion laughs": a few hundred
+bytes that expand to millions of nodes), named by the line of the alias being expanded.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from duixwatch.core import errors
 from duixwatch.core.fields import KeyPath, dotted
 
 __all__ = [
+    "MAX_ALIAS_NODES",
     "MAX_DEPTH",
     "ConfigFileError",
     "LineLoader",
@@ -39,6 +42,10 @@ __all__ = [
 #: Levels of nested mappings and lists at most. The deepest config key is six levels down
 #: (``policies[0].notify[0].headers.X``); a few thousand is a hostile or generated file.
 MAX_DEPTH = 64
+#: Nodes that aliases (and merge keys) may add to the document, all together: 2,000 APPs
+#: merging five shared settings add 10,000; seven levels of ten aliases ("billion laughs", a
+#: few hundred bytes) would add ten million, and take gigabytes and half a minute to build.
+MAX_ALIAS_NODES = 100_000
 #: How much of a key path a limit's error shows (the rest of a deep path is noise).
 _SHOWN_PARTS = 4
 
@@ -102,6 +109,8 @@ class LineLoader(yaml.SafeLoader):
         self._built: set[int] = set()
         #: The path of the outermost alias being expanded: limits crossed inside name its line.
         self._alias: KeyPath | None = None
+        #: Nodes built again, through an alias or a merge key (:data:`MAX_ALIAS_NODES`).
+        self._expanded = 0
 
     # -- composing: PyYAML's Composer, without its recursion ------------------------------
 
@@ -204,6 +213,14 @@ class LineLoader(yaml.SafeLoader):
         outermost = self._alias is None and id(node) in self._built
         if outermost:
             self._alias = path
+        if self._alias is not None:
+            self._expanded += 1
+            if self._expanded > MAX_ALIAS_NODES:
+                raise YamlSyntaxError(
+                    self._alias_line(path),
+                    f"{_shown(self._alias)}: YAML aliases expand to more than "
+                    f"{MAX_ALIAS_NODES:,} nodes (an alias bomb?): not a config file",
+                )
         self._built.add(id(node))
         self._active.add(id(node))
         try:

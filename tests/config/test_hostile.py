@@ -7,6 +7,7 @@ are in the README's configuration reference), not a benchmark.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -199,3 +200,66 @@ def test_merge_keys_chained_thousands_deep_are_an_error_not_a_crash(tmp_path: Pa
     [line] = hostile_text(tmp_path, text)
     assert line.startswith("F:4: ")
     assert line.endswith(": YAML merge keys (<<) chained more than 64 deep: not a config file")
+
+
+# --------------------------------------------------------------------------- aliases
+
+
+def laughs(levels: int, *, mapping: bool) -> str:
+    """The "billion laughs": each level ten aliases of the one before, ``lol:`` on line 4."""
+    names = "abcdefghij"[:levels]
+
+    def collection(items: list[str]) -> str:
+        if mapping:
+            return "{" + ", ".join(f"k{i}: {item}" for i, item in enumerate(items)) + "}"
+        return "[" + ", ".join(items) + "]"
+
+    text = MINIMAL + "lol:\n" + f"  a: &a {collection(['lol'] * 10)}\n"
+    for before, name in itertools.pairwise(names):
+        text += f"  {name}: &{name} {collection([f'*{before}'] * 10)}\n"
+    return text
+
+
+@pytest.mark.parametrize(("mapping", "alias"), [(False, "lol.e[7]"), (True, "lol.e.k7")])
+def test_an_alias_bomb_is_an_error_on_the_line_of_the_alias_that_crosses_the_limit(
+    tmp_path: Path, mapping: bool, alias: str
+) -> None:
+    """7 levels: 10^7 nodes once expanded, 29 s and gigabytes before the error. Each alias of
+    ``*d`` adds 11,111 nodes: the 8th on line 9 (``e:``) crosses 100,000."""
+    assert hostile_text(tmp_path, laughs(7, mapping=mapping)) == [
+        f"F:9: {alias}: YAML aliases expand to more than 100,000 nodes (an alias bomb?):"
+        " not a config file"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("uses", "error"),
+    [
+        (100, "F:4: x: unknown key"),
+        (
+            101,
+            "F:106: x[101]: YAML aliases expand to more than 100,000 nodes (an alias bomb?):"
+            " not a config file",
+        ),
+    ],
+)
+def test_aliases_may_add_up_to_100_000_nodes(tmp_path: Path, uses: int, error: str) -> None:
+    """An alias of a list of 999 items adds 1,000 nodes: 100 of them are within the limit,
+    the 101st (line 5 + 101) is not."""
+    text = MINIMAL + "x:\n  - &big [" + ", ".join(["1"] * 999) + "]\n" + "  - *big\n" * uses
+    assert hostile_text(tmp_path, text) == [error]
+
+
+def test_merge_keys_sharing_defaults_across_many_apps_load(tmp_path: Path) -> None:
+    """The common use of aliases: 2,000 APPs merging the first one's settings."""
+    text = (
+        'apps:\n  - &defaults\n    app_id: "1377185422953811968"\n    name: app-0\n'
+        "    app_key: k\n    poll_interval_seconds: 30\n    list_sessions: false\n"
+    )
+    for i in range(1, 2000):
+        text += f'  - <<: *defaults\n    app_id: "{1377185422953811968 + i}"\n    name: app-{i}\n'
+    path = tmp_path / "duixwatch.yaml"
+    path.write_text(text)
+    apps = settings.load_config(path, environ={}).apps
+    assert [app.name for app in apps] == [f"app-{i}" for i in range(2000)]
+    assert {app.poll_interval_seconds for app in apps} == {30}
