@@ -9,6 +9,11 @@ plain mapping and sequence ones, and notes integers whose text is not their plai
 :func:`yaml_problem` turns a syntax error into a line and a text without the source excerpt
 (which may hold a key).
 
+The events come from libyaml's scanner and parser (C) when PyYAML has it — four times faster
+than PyYAML's own, which a file of 100,000 APPs feels — and from PyYAML's pure-Python ones
+otherwise; composing and building are the same Python either way. Characters YAML forbids
+(NUL, BEL, ESC …) are found first, by PyYAML's own pattern, so both report the same line.
+
 Hostile input is bounded, each bound an error on the line where it is crossed: nesting deeper
 than :data:`MAX_DEPTH` (PyYAML's composer recurses once per level, so thousands of ``[`` ended
 in a RecursionError: the composer here keeps its own stack, and the builder counts what
@@ -19,8 +24,9 @@ bytes that expand to millions of nodes), named by the line of the alias being ex
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Protocol
 
 import yaml
 
@@ -46,6 +52,8 @@ MAX_DEPTH = 64
 #: merging five shared settings add 10,000; seven levels of ten aliases ("billion laughs", a
 #: few hundred bytes) would add ten million, and take gigabytes and half a minute to build.
 MAX_ALIAS_NODES = 100_000
+#: The tag of a plain string: its value is the scalar's text (what SafeConstructor returns).
+_STR: Final = "tag:yaml.org,2002:str"
 #: How much of a key path a limit's error shows (the rest of a deep path is noise).
 _SHOWN_PARTS = 4
 
@@ -86,15 +94,59 @@ class Problem:
     env: str | None = None
 
 
-class LineLoader(yaml.SafeLoader):
+#: Whether :func:`parse_yaml` reads with libyaml by default (PyYAML built with it).
+LIBYAML: Final = yaml.__with_libyaml__
+
+
+class _Events(Protocol):
+    """A YAML parser: PyYAML's, or libyaml's ``CParser``."""
+
+    def check_event(self, *choices: type[yaml.Event]) -> bool: ...
+    def peek_event(self) -> yaml.Event | None: ...
+    def get_event(self) -> yaml.Event | None: ...
+    def dispose(self) -> None: ...
+
+
+class _PurePython(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):
+    """PyYAML's own scanner and parser, for a PyYAML built without libyaml."""
+
+    def __init__(self, stream: str) -> None:
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+
+
+def _events(stream: str, *, libyaml: bool) -> _Events:
+    if libyaml:
+        from yaml._yaml import CParser  # only importable when PyYAML has libyaml
+
+        return CParser(stream)
+    return _PurePython(stream)
+
+
+class LineLoader(yaml.composer.Composer, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
     """A SafeLoader driven node by node, recording the 1-based line of every key path.
 
     Keys must be strings and unique within their mapping; merge keys (``<<: *anchor``) work,
-    and an own key after a merge overrides the merged one as YAML intends.
+    and an own key after a merge overrides the merged one as YAML intends. ``libyaml``: the
+    events come from libyaml's parser (else PyYAML's).
     """
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
+    check_event: Callable[..., bool]
+    peek_event: Callable[[], yaml.Event | None]
+    get_event: Callable[[], yaml.Event | None]
+    dispose: Callable[[], None]
+
+    def __init__(self, stream: str, *, libyaml: bool = LIBYAML) -> None:
+        events = _events(stream, libyaml=libyaml)
+        # The parser's methods, bound: what the Composer calls, without a call in between.
+        self.check_event = events.check_event
+        self.peek_event = events.peek_event
+        self.get_event = events.get_event
+        self.dispose = events.dispose
+        yaml.composer.Composer.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
         self.lines: dict[KeyPath, int] = {}
         #: Integer scalars whose text is not their plain decimal (``0123``, ``0x1F``, ``1_0``).
         self.odd_ints: dict[KeyPath, str] = {}
@@ -105,8 +157,10 @@ class LineLoader(yaml.SafeLoader):
         #: the node is the anchor's, and so is its mark.
         self._alias_lines: dict[tuple[int, int], int] = {}
         self._merging = 0
-        #: Nodes built once: building one again expands an alias.
+        #: Nodes built once: building one again expands an alias or a merge key.
         self._built: set[int] = set()
+        #: Nodes with an anchor: the only ones an alias can lead back to.
+        self._anchored: set[int] = set()
         #: The path of the outermost alias being expanded: limits crossed inside name its line.
         self._alias: KeyPath | None = None
         #: Nodes built again, through an alias or a merge key (:data:`MAX_ALIAS_NODES`).
@@ -123,14 +177,25 @@ class LineLoader(yaml.SafeLoader):
         ``descend_resolver``/``ascend_resolver`` to keep).
         """
         del parent, index  # only the document's root is composed through here
+        # Locals and exact types: this loop runs once per event (a million for 120,000 APPs).
+        get_event, resolve, scalar_event = self.get_event, self.resolve, yaml.ScalarEvent
+        ends = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
         stack: list[list[Any]] = []  # [collection node, pending mapping key node or None]
         while True:
-            event: Any = self.get_event()  # type: ignore[no-untyped-call]
+            event: Any = get_event()
+            kind = type(event)
             node: yaml.Node
-            if isinstance(event, yaml.CollectionEndEvent):
+            if kind is scalar_event and event.anchor is None:
+                tag = event.tag
+                if tag is None or tag == "!":
+                    tag = resolve(yaml.ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
+                node = yaml.ScalarNode(
+                    tag, event.value, event.start_mark, event.end_mark, event.style
+                )
+            elif kind in ends:
                 node = stack.pop()[0]
                 node.end_mark = event.end_mark
-            elif isinstance(event, yaml.AliasEvent):
+            elif kind is yaml.AliasEvent:
                 node = self._alias_node(event, stack[-1][0] if stack else None)
             else:
                 node = self._open(event)
@@ -142,7 +207,7 @@ class LineLoader(yaml.SafeLoader):
             if not stack:
                 return node
             top = stack[-1]
-            if isinstance(top[0], yaml.SequenceNode):
+            if type(top[0]) is yaml.SequenceNode:
                 top[0].value.append(node)
             elif top[1] is None:
                 top[1] = node
@@ -189,6 +254,7 @@ class LineLoader(yaml.SafeLoader):
             node = kind(tag, [], start, None, flow_style=event.flow_style)
         if anchor is not None:
             self.anchors[anchor] = node
+            self._anchored.add(id(node))
         return node
 
     def flatten_mapping(self, node: yaml.MappingNode) -> None:
@@ -207,30 +273,44 @@ class LineLoader(yaml.SafeLoader):
     # -- building: data, lines, problems --------------------------------------------------
 
     def build(self, node: yaml.Node, path: KeyPath = ()) -> Any:
-        if id(node) in self._active:
+        key = id(node)
+        if key in self._built:
+            return self._build_again(node, path)
+        self._built.add(key)
+        if key not in self._anchored:
+            return self._build(node, path)
+        self._active.add(key)  # an alias inside leads back here: it refers to itself
+        try:
+            return self._build(node, path)
+        finally:
+            self._active.discard(key)
+
+    def _build_again(self, node: yaml.Node, path: KeyPath) -> Any:
+        """``node`` once more, under another path: what an alias or a merge key expands to,
+        counted, and bounded in depth (the composer bounds only the document's own)."""
+        key = id(node)
+        if key in self._active:
             self.problems.append(Problem(path, "a YAML alias refers to itself"))
             return None
-        outermost = self._alias is None and id(node) in self._built
+        outermost = self._alias is None
         if outermost:
             self._alias = path
-        if self._alias is not None:
+        try:
             self._expanded += 1
             if self._expanded > MAX_ALIAS_NODES:
                 raise YamlSyntaxError(
                     self._alias_line(path),
-                    f"{_shown(self._alias)}: YAML aliases expand to more than "
+                    f"{_shown(self._alias or path)}: YAML aliases expand to more than "
                     f"{MAX_ALIAS_NODES:,} nodes (an alias bomb?): not a config file",
                 )
-        self._built.add(id(node))
-        self._active.add(id(node))
-        try:
             if isinstance(node, yaml.CollectionNode) and len(path) >= MAX_DEPTH:
-                # The composer bounds the document's own depth; aliases can nest anchors,
-                # each within the limit, into a tree that is not.
                 raise _too_deep(self._alias_line(path), path, aliases=True)
-            return self._build(node, path)
+            self._active.add(key)
+            try:
+                return self._build(node, path)
+            finally:
+                self._active.discard(key)
         finally:
-            self._active.discard(id(node))
             if outermost:
                 self._alias = None
 
@@ -239,6 +319,9 @@ class LineLoader(yaml.SafeLoader):
         return self.lines.get(path if self._alias is None else self._alias, 1)
 
     def _build(self, node: yaml.Node, path: KeyPath) -> Any:
+        kind = type(node)
+        if kind is yaml.ScalarNode:
+            return node.value if node.tag == _STR else self._scalar(node, path)
         if isinstance(node, yaml.MappingNode):
             if node.tag != "tag:yaml.org,2002:map":
                 self.problems.append(Problem(path, f"unsupported YAML tag {node.tag}"))
@@ -254,6 +337,9 @@ class LineLoader(yaml.SafeLoader):
                 self.lines[(*path, index)] = line or item.start_mark.line + 1
                 items.append(self.build(item, (*path, index)))
             return items
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.Node, path: KeyPath) -> Any:
         try:
             value = self.construct_object(node, deep=True)
         except (ValueError, OverflowError):
@@ -265,7 +351,9 @@ class LineLoader(yaml.SafeLoader):
         return value
 
     def _key(self, node: yaml.Node) -> str | None:
-        if isinstance(node, yaml.ScalarNode):
+        if type(node) is yaml.ScalarNode:
+            if node.tag == _STR:
+                return str(node.value)
             key = self.construct_object(node)
             if isinstance(key, str):
                 return key
@@ -328,19 +416,26 @@ class YamlSyntaxError(ValueError):
         self.message = message
 
 
-def parse_yaml(text: str) -> tuple[Any, LineLoader]:
+def parse_yaml(text: str, *, libyaml: bool = LIBYAML) -> tuple[Any, LineLoader]:
     """The data of ``text`` and the loader that read it (its ``lines``, ``odd_ints`` and
     ``problems``); raises :class:`YamlSyntaxError`, never chained to the YAML error (whose text
-    quotes the source line, which may hold a key)."""
+    quotes the source line, which may hold a key). ``libyaml``: parse with libyaml (the
+    default when PyYAML has it), else with PyYAML's pure-Python parser."""
+    forbidden = yaml.reader.Reader.NON_PRINTABLE.search(text)
+    if forbidden is not None:
+        # A character YAML forbids (NUL, BEL, ESC …, as a terminal paste leaves): its line,
+        # and its code point, never the text around it.
+        raise YamlSyntaxError(
+            text.count("\n", 0, forbidden.start()) + 1,
+            f"YAML: character U+{ord(forbidden.group()):04X} is not allowed in a YAML file",
+        )
     syntax: tuple[int, str] | None = None
     loader: LineLoader | None = None
     data: Any = None
     try:
-        loader = LineLoader(text)  # checks every character first (ReaderError)
+        loader = LineLoader(text, libyaml=libyaml)
         node = loader.get_single_node()
         data = loader.build(node) if node is not None else None
-    except yaml.reader.ReaderError as exc:
-        syntax = (text.count("\n", 0, exc.position) + 1, yaml_problem(exc)[1])
     except yaml.YAMLError as exc:
         syntax = yaml_problem(exc)
     finally:
@@ -354,14 +449,14 @@ def parse_yaml(text: str) -> tuple[Any, LineLoader]:
 
 def yaml_problem(exc: yaml.YAMLError) -> tuple[int, str]:
     """Line and text of a YAML error, without the source excerpt (it may hold a key)."""
-    if isinstance(exc, yaml.reader.ReaderError):
-        # A character YAML forbids (NUL, BEL, ESC …, as a terminal paste leaves): its line,
-        # and its code point, never the text around it.
-        return 1, f"YAML: character U+{exc.character:04X} is not allowed in a YAML file"
     if not isinstance(exc, yaml.MarkedYAMLError):
         return 1, "YAML syntax error"
     mark = exc.problem_mark or exc.context_mark
     line = mark.line + 1 if mark else 1
+    if exc.problem == "exceeded maximum nesting depth":
+        # libyaml's own bound (1,000 flow levels), met before MAX_DEPTH when its scanner
+        # looks ahead through a run of [ for a possible key: the same error, less the path.
+        return line, f"YAML nested more than {MAX_DEPTH} levels deep: not a config file"
     context = exc.context or ""
     if context and exc.context_mark is not None and exc.context_mark.line + 1 != line:
         context += f" (from line {exc.context_mark.line + 1})"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from duixwatch import config as settings
-from duixwatch.config import files, loader
-from tests.config.support import MINIMAL, write
+from duixwatch.config import files, loader, yamllines
+from tests.config.support import EXAMPLE, MINIMAL, write
 
 #: Far above what any of these takes once bounded; far below a stall.
 FAST_SECONDS = 5.0
@@ -160,14 +160,20 @@ def test_lists_nested_thousands_deep_are_an_error_on_the_line_too_deep(tmp_path:
     ]
 
 
-@pytest.mark.parametrize(("opening", "path"), [("[", "x[0][0][0]…"), ("{a: ", "x.a.a.a…")])
+@pytest.mark.parametrize(
+    ("opening", "path"),
+    [
+        ("[", ""),  # libyaml's scanner stops at its own bound first, before any path is known
+        ("{a: ", "x.a.a.a…: "),
+    ],
+)
 def test_flow_collections_nested_thousands_deep_are_an_error(
     opening: str, path: str, tmp_path: Path
 ) -> None:
     closing = "]" if opening == "[" else "}"
     text = MINIMAL + "x: " + opening * DEEP + "1" + closing * DEEP + "\n"
     assert hostile_text(tmp_path, text) == [
-        f"F:4: {path}: YAML nested more than 64 levels deep: not a config file"
+        f"F:4: {path}YAML nested more than 64 levels deep: not a config file"
     ]
 
 
@@ -263,3 +269,38 @@ def test_merge_keys_sharing_defaults_across_many_apps_load(tmp_path: Path) -> No
     apps = settings.load_config(path, environ={}).apps
     assert [app.name for app in apps] == [f"app-{i}" for i in range(2000)]
     assert {app.poll_interval_seconds for app in apps} == {30}
+
+
+# --------------------------------------------------------------------------- both parsers
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        MINIMAL + "extra:\n" + "".join(" " * (i + 1) + "k:\n" for i in range(DEEP)),
+        MINIMAL + "x: " + "{a: " * DEEP + "1" + "}" * DEEP + "\n",
+        laughs(7, mapping=False),
+        MINIMAL + "x: 1\x00\n",
+    ],
+    ids=["deep-mappings", "deep-flow-mappings", "alias-bomb", "nul"],
+)
+def test_libyaml_and_pyyaml_report_hostile_input_alike(text: str) -> None:
+    """The pure-Python parser (a PyYAML without libyaml) is bounded the same way."""
+    found = []
+    for libyaml in (True, False):
+        started = time.monotonic()
+        with pytest.raises(yamllines.YamlSyntaxError) as caught:
+            yamllines.parse_yaml(text.lstrip("\n"), libyaml=libyaml)
+        assert time.monotonic() - started < FAST_SECONDS
+        found.append((caught.value.line, caught.value.message))
+    assert found[0] == found[1]
+
+
+def test_libyaml_and_pyyaml_read_the_example_file_alike() -> None:
+    text = EXAMPLE.read_text()
+    fast, fast_loader = yamllines.parse_yaml(text, libyaml=True)
+    pure, pure_loader = yamllines.parse_yaml(text, libyaml=False)
+    assert fast == pure
+    assert fast_loader.lines == pure_loader.lines
+    assert fast_loader.odd_ints == pure_loader.odd_ints
+    assert fast_loader.problems == pure_loader.problems == []
