@@ -44,7 +44,13 @@ from duixwatch.config import checks, env, files
 from duixwatch.config.paths import pydantic_message
 from duixwatch.config.schema import APP_NAME_RE, TOP_LEVEL_KEYS, Config, ScalingTarget, facts
 from duixwatch.config.web import load_web_config
-from duixwatch.config.yamllines import ConfigFileError, Problem, YamlSyntaxError, parse_yaml
+from duixwatch.config.yamllines import (
+    ConfigFileError,
+    Problem,
+    YamlSyntaxError,
+    gc_paused,
+    parse_yaml,
+)
 from duixwatch.core.fields import (
     DEFER_CROSS_CHECKS,
     LABEL_NAME_RE,
@@ -79,7 +85,8 @@ def load_config(
     problem, one per line.
     """
     loader = _Loader(path, os.environ if environ is None else environ)
-    return loader.load()
+    with gc_paused():
+        return loader.load()
 
 
 # --------------------------------------------------------------------------- ${VAR} expansion

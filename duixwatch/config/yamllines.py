@@ -24,7 +24,10 @@ bytes that expand to millions of nodes), named by the line of the alias being ex
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -40,6 +43,7 @@ __all__ = [
     "LineLoader",
     "Problem",
     "YamlSyntaxError",
+    "gc_paused",
     "parse_yaml",
     "yaml_problem",
 ]
@@ -445,6 +449,41 @@ def parse_yaml(text: str, *, libyaml: bool = LIBYAML) -> tuple[Any, LineLoader]:
         line, message = syntax or (1, "YAML syntax error")
         raise YamlSyntaxError(line, message)
     return data, loader
+
+
+class _GcPause:
+    """Who holds the cyclic garbage collector off (:func:`gc_paused`), process-wide."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.holders = 0
+        self.was_enabled = False
+
+
+_GC_PAUSE = _GcPause()
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a config is built: a million nodes, dicts and
+    models, none of them garbage, and the collector scanning them again and again took more
+    than half of a 120,000-APP load. Memory is still freed by reference counting. The
+    collector is process-wide: concurrent loads (a reload in a worker thread, a web config
+    being reloaded) count as holders, and the last to finish turns it back on if it was on.
+    """
+    pause = _GC_PAUSE
+    with pause.lock:
+        if pause.holders == 0:
+            pause.was_enabled = gc.isenabled()
+            gc.disable()
+        pause.holders += 1
+    try:
+        yield
+    finally:
+        with pause.lock:
+            pause.holders -= 1
+            if pause.holders == 0 and pause.was_enabled:
+                gc.enable()
 
 
 def yaml_problem(exc: yaml.YAMLError) -> tuple[int, str]:
