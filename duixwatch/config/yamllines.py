@@ -20,6 +20,9 @@ in a RecursionError: the composer here keeps its own stack, and the builder coun
 aliases expand to as well), merge keys chained deeper than that, and aliases (merge keys
 included) that add more than :data:`MAX_ALIAS_NODES` nodes ("billion laughs": a few hundred
 bytes that expand to millions of nodes), named by the line of the alias being expanded.
+
+:func:`gc_paused` holds the cyclic garbage collector off while a config is built (the
+loader's whole load runs under it): with a big file, the collector was most of the time.
 """
 
 from __future__ import annotations
@@ -129,7 +132,9 @@ def _events(stream: str, *, libyaml: bool) -> _Events:
 
 
 class LineLoader(yaml.composer.Composer, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
-    """A SafeLoader driven node by node, recording the 1-based line of every key path.
+    """PyYAML's SafeLoader in its parts — composer, safe constructor, resolver — over the
+    events of a parser (:func:`_events`), driven node by node, recording the 1-based line of
+    every key path.
 
     Keys must be strings and unique within their mapping; merge keys (``<<: *anchor``) work,
     and an own key after a merge overrides the merged one as YAML intends. ``libyaml``: the
