@@ -41,7 +41,15 @@ import structlog
 from anyio.abc import TaskStatus
 
 from duixwatch import __version__
-from duixwatch.config import AppConfig, Config, ShardingSettings, load_config, mask
+from duixwatch.config import (
+    MAX_CONFIG_BYTES,
+    AppConfig,
+    Config,
+    ShardingSettings,
+    files,
+    load_config,
+    mask,
+)
 from duixwatch.config.sharding import owned_apps
 from duixwatch.core import errors, models
 from duixwatch.core.clock import Clock
@@ -95,8 +103,11 @@ def sd_notify(message: str, environ: Mapping[str, str]) -> bool:
 
 
 def _fingerprint(path: Path) -> str | None:
+    """The config file's content, hashed, read as boundedly as the loader reads it: a path that
+    became ``/dev/zero`` must not fill memory (a file growing past the limit changes its first
+    limit + 1 bytes once, and that reload says it is too large)."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return hashlib.sha256(files.read_head(path, MAX_CONFIG_BYTES + 1)).hexdigest()
     except OSError:
         return None
 

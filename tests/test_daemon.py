@@ -544,6 +544,27 @@ async def test_a_reload_of_a_file_yaml_cannot_read_keeps_the_old_config(
         assert (await http.get("/status?format=json")).json()["last_reload"]["ok"] is False
 
 
+async def test_a_reload_of_a_path_that_became_dev_zero_keeps_the_old_config(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """The fingerprint read the whole file: a config path pointing at ``/dev/zero`` (a
+    symlink swapped by mistake) raised MemoryError out of the reload and killed the daemon."""
+    real = write_config(tmp_path / "real.yaml", sim, apps=1)
+    path = tmp_path / "c.yaml"
+    path.symlink_to(real)
+    async with running(sim, path) as (daemon, http):
+        await wait_for(http, "/readyz")
+        path.unlink()
+        path.symlink_to("/dev/zero")
+        with anyio.fail_after(WAIT_SECONDS):
+            assert await daemon.reload(trigger="SIGHUP") is False
+        text = (await http.get("/metrics")).text
+        assert value(text, "duixwatch_config_last_reload_successful") == 0
+        assert value(text, "duix_up", app=sim.apps[0].name) == 1
+        error = (await http.get("/status?format=json")).json()["last_reload"]["error"]
+        assert error.startswith(f"{path}:1: the config file is over the 16 MiB limit")
+
+
 async def test_intents_a_crash_left_open_get_an_unknown_outcome_after_the_restart(
     sim: Simulator, tmp_path: Path
 ) -> None:

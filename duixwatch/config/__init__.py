@@ -3,6 +3,7 @@
 One way to load it, :func:`load_config`, used by the daemon, ``duixwatch check`` and every
 reload; the modules, in the order a load goes through them:
 
+* :mod:`~duixwatch.config.files` — every file it names read boundedly (size, pipes);
 * :mod:`~duixwatch.config.yamllines` — YAML with the line of every key;
 * :mod:`~duixwatch.config.env` — ``DUIXWATCH_…`` variables, through pydantic-settings;
 * :mod:`~duixwatch.config.loader` — ``${VAR}``, app keys, validation, FILE:LINE errors;
@@ -17,7 +18,7 @@ The names below are the package's public face::
     config.mask(cfg)                                    # JSON-able, secrets replaced
 """
 
-from duixwatch.config.loader import ConfigFileError, load_config
+from duixwatch.config.loader import MAX_CONFIG_BYTES, ConfigFileError, load_config
 from duixwatch.config.masking import MASK, mask
 from duixwatch.config.schema import (
     DEFAULT_BASE_URL,
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_LISTEN",
     "MASK",
+    "MAX_CONFIG_BYTES",
     "AppConfig",
     "Config",
     "ConfigFileError",

@@ -3,8 +3,9 @@ read configuration, collecting every problem before giving up.
 
 The steps, in order:
 
-1. the YAML file is parsed with line numbers for every key path (:mod:`~duixwatch.config.
-   yamllines`);
+1. the file is read, at most :data:`MAX_CONFIG_BYTES` (16 MiB: ``/dev/zero``, a FIFO or a
+   huge file stops there, :mod:`~duixwatch.config.files`), and parsed with line numbers for
+   every key path (:mod:`~duixwatch.config.yamllines`);
 2. ``DUIXWATCH_…`` environment variables are laid over the file's data (:mod:`~duixwatch.
    config.env`, through pydantic-settings): env wins;
 3. ``${VAR}`` and ``${VAR:-default}`` in the file's string values are expanded from the
@@ -39,11 +40,17 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from duixwatch.config import checks, env
+from duixwatch.config import checks, env, files
 from duixwatch.config.paths import pydantic_message
 from duixwatch.config.schema import APP_NAME_RE, TOP_LEVEL_KEYS, Config, ScalingTarget, facts
 from duixwatch.config.web import load_web_config
-from duixwatch.config.yamllines import ConfigFileError, Problem, YamlSyntaxError, parse_yaml
+from duixwatch.config.yamllines import (
+    ConfigFileError,
+    Problem,
+    YamlSyntaxError,
+    gc_paused,
+    parse_yaml,
+)
 from duixwatch.core.fields import (
     DEFER_CROSS_CHECKS,
     LABEL_NAME_RE,
@@ -56,8 +63,11 @@ from duixwatch.core.fields import (
 from duixwatch.policy import kinds
 from duixwatch.policy.schema import PolicyConfig
 
-__all__ = ["ConfigFileError", "load_config"]
+__all__ = ["MAX_CONFIG_BYTES", "ConfigFileError", "load_config"]
 
+#: The largest config file read: 120,000 APPs take 10 MB. A path that never ends
+#: (``/dev/zero``, a FIFO) or a huge file stops here instead of filling memory.
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
 #: An appKey is a short token, a headers file a few lines; anything bigger is the wrong file.
 _MAX_KEY_FILE_BYTES = 64 * 1024
 _MAX_HEADERS_FILE_BYTES = 64 * 1024
@@ -75,7 +85,8 @@ def load_config(
     problem, one per line.
     """
     loader = _Loader(path, os.environ if environ is None else environ)
-    return loader.load()
+    with gc_paused():
+        return loader.load()
 
 
 # --------------------------------------------------------------------------- ${VAR} expansion
@@ -215,10 +226,19 @@ class _Loader:
 
     def read(self) -> dict[str, Any]:
         try:
-            raw = self.file.read_bytes()
+            raw = files.read_head(self.file, MAX_CONFIG_BYTES + 1)
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             raise self.fail([f"{self.shown}: cannot read the config file: {reason}"]) from None
+        if len(raw) > MAX_CONFIG_BYTES:
+            line = raw.count(b"\n", 0, MAX_CONFIG_BYTES) + 1
+            raise self.fail(
+                [
+                    f"{self.shown}:{line}: the config file is over the "
+                    f"{MAX_CONFIG_BYTES >> 20} MiB limit (reading stopped on this line): "
+                    "not a config file"
+                ]
+            )
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
@@ -352,8 +372,7 @@ class _Loader:
         """The key in ``file``, stripped; ``None`` (with a problem) when unusable."""
         where = f"{file}" if len(tried) == 1 else f"{file} (tried {', '.join(map(str, tried))})"
         try:
-            with file.open("rb") as handle:
-                raw = handle.read(_MAX_KEY_FILE_BYTES + 1)
+            raw = files.read_head(file, _MAX_KEY_FILE_BYTES + 1)
         except OSError as exc:
             self.problem(
                 path, f"cannot read the key file {where}: {exc.strerror or exc}", covers=False
@@ -413,8 +432,7 @@ class _Loader:
         problem names the file's line, never a value."""
         where = f"{file}" if len(tried) == 1 else f"{file} (tried {', '.join(map(str, tried))})"
         try:
-            with file.open("rb") as handle:
-                raw = handle.read(_MAX_HEADERS_FILE_BYTES + 1)
+            raw = files.read_head(file, _MAX_HEADERS_FILE_BYTES + 1)
         except OSError as exc:
             self.problem(path, f"cannot read the headers file {where}: {exc.strerror or exc}")
             return {}

@@ -42,6 +42,7 @@ from typing import Any, Final, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
+from duixwatch.config import files
 from duixwatch.config.paths import pydantic_message
 from duixwatch.config.yamllines import ConfigFileError, Problem, YamlSyntaxError, parse_yaml
 from duixwatch.core.fields import KeyPath, Section, Strict, dotted
@@ -383,7 +384,7 @@ def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
     shown = os.fspath(path)
     file = Path(path)
     try:
-        raw = file.read_bytes()[: _MAX_BYTES + 1]
+        raw = files.read_head(file, _MAX_BYTES + 1)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ConfigFileError(

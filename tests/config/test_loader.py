@@ -632,4 +632,4 @@ def test_a_character_yaml_forbids_is_an_error_with_its_line(
 
 def test_nesting_too_deep_for_the_parser_is_an_error_not_a_crash(tmp_path: Path) -> None:
     found = problems(tmp_path, MINIMAL + "x: " + "[" * 5000 + "\n")
-    assert found == ["F:1: YAML nested too deeply (hundreds of [ or {): not a config file"]
+    assert found == ["F:4: YAML nested more than 64 levels deep: not a config file"]
