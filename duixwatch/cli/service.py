@@ -19,7 +19,6 @@ from duixwatch.config import AppConfig, Config, ShardingSettings, load_config
 from duixwatch.config.web import load_web_config, web_config_warnings
 from duixwatch.core import models
 from duixwatch.core.clock import SystemClock
-from duixwatch.daemon import Daemon
 from duixwatch.duix import DuixClient
 from duixwatch.export.status import (
     action_status,
@@ -114,6 +113,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             ) from None
     elif args.shard_index is not None:
         raise runtime.UsageError("--shard-index needs --shard-count")
+    from duixwatch.daemon import Daemon  # lazy: `check` and the rest start faster
     daemon = Daemon(
         config,
         Path(args.config),

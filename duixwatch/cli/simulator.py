@@ -19,7 +19,6 @@ from duixwatch import sim as simulator
 from duixwatch.cli import runtime
 from duixwatch.config import load_config, split_listen
 from duixwatch.core.clock import SystemClock
-from duixwatch.daemon import Daemon
 
 __all__ = ["add_commands"]
 
@@ -148,6 +147,7 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
             "DUIXWATCH_STATE__DIR": str(state_dir),
         }
         config = load_config(config_path, environ=environ)
+        from duixwatch.daemon import Daemon  # lazy: `check` and the rest start faster
         daemon = Daemon(
             config,
             config_path,

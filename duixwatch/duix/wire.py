@@ -31,14 +31,17 @@ import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-import aiohttp
 import certifi
 import httpx
 
 from duixwatch.core import errors
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["AiohttpWire", "HttpxWire", "Wire", "WireResponse", "ca_context", "env_proxy"]
 
@@ -183,6 +186,14 @@ class HttpxWire:
         await self._http.aclose()
 
 
+def _aiohttp() -> ModuleType:
+    """aiohttp, imported when a wire first needs it: 0.2 s of import that ``duixwatch check``
+    and the other commands that never poll should not pay."""
+    import aiohttp  # deliberately lazy (see the docstring)
+
+    return aiohttp
+
+
 class AiohttpWire:
     """The exchange through an :class:`aiohttp.ClientSession` (asyncio only).
 
@@ -209,11 +220,13 @@ class AiohttpWire:
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self._proxy = env_proxy(self._base_url)
+        self._aiohttp = _aiohttp()
 
     def _open(self) -> aiohttp.ClientSession:
         if self._closed:
             raise RuntimeError("AiohttpWire used after aclose()")
         if self._session is None:
+            aiohttp = self._aiohttp
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections,
                 limit_per_host=0,
@@ -262,7 +275,7 @@ class AiohttpWire:
                 return WireResponse(response.status, content, response.headers.get("retry-after"))
         except TimeoutError as exc:  # aiohttp's ServerTimeoutError is one too
             raise _timeout(method, path, self._timeout) from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except (self._aiohttp.ClientError, OSError) as exc:
             raise _unavailable(method, path, exc) from exc
 
     async def aclose(self) -> None:
