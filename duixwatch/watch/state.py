@@ -174,8 +174,7 @@ class StateStore:
 
     @property
     def write_error(self) -> str | None:
-        """Why writes fail (the latest write failed, or the file could not be used at all);
-        None while they work."""
+        """Why writes fail (the latest one failed, or the file is unusable); None if they work."""
         return self.unavailable or self._write_error
 
     @classmethod
