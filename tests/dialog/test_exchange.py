@@ -139,20 +139,22 @@ async def test_a_slow_answer_is_over_the_budget_with_its_timings(
 
 
 @pytest.mark.parametrize(
-    "faults", [{"first_chunk_delay_seconds": 0.45}, {"chunk_delay_seconds": 0.11}]
+    "faults", [{"first_chunk_delay_seconds": 0.86}, {"chunk_delay_seconds": 0.21}]
 )
 async def test_a_slow_stream_near_the_budget_is_a_warning(
     backend: tuple[str, Any], faults: dict[str, Any]
 ) -> None:
-    """Above 80 % of the budget (0.45 s of 0.5 s): conformant, with a WARN on the timing."""
-    report = await run(backend, "/dialog/stream", faults, budget_seconds=0.5, timeout_seconds=3)
+    """Above 80 % of the budget (about 0.85 s of 1 s): conformant, with a WARN on the timing.
+    (A 1 s budget leaves 0.1 s for a loaded machine's scheduling; 0.5 s left 0.05 s, which a
+    busy CI machine overran.)"""
+    report = await run(backend, "/dialog/stream", faults, budget_seconds=1.0, timeout_seconds=3)
     assert report.conformant, report.rules
     (rule,) = [r for r in report.rules if r.rule == "timing.budget"]
     assert rule.verdict == "WARN"
     assert rule.detail.endswith(": near the budget")
     total = report.asked[0].outcome.total
     assert total is not None
-    assert 0.4 < total <= 0.5
+    assert 0.8 < total <= 1.0
 
 
 @pytest.mark.parametrize(
