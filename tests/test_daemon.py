@@ -410,6 +410,7 @@ async def test_dialog_probes_run_export_show_on_status_and_follow_reloads(
             assert [p["probe"] for p in status["dialog_probes"]] == ["bot"]
 
 
+@pytest.mark.exclusive  # timings: run alone
 async def test_a_stream_probe_exports_its_first_answer_latency_as_the_backend_caused_it(
     sim: Simulator, tmp_path: Path
 ) -> None:
@@ -603,6 +604,7 @@ async def test_intents_a_crash_left_open_get_an_unknown_outcome_after_the_restar
     assert audit.open_intents(records) == []
 
 
+@pytest.mark.exclusive  # timings: run alone
 async def test_a_hung_dialog_backend_never_delays_the_platform_polls(
     sim: Simulator, tmp_path: Path
 ) -> None:

@@ -114,6 +114,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     elif args.shard_index is not None:
         raise runtime.UsageError("--shard-index needs --shard-count")
     from duixwatch.daemon import Daemon  # lazy: `check` and the rest start faster
+
     daemon = Daemon(
         config,
         Path(args.config),

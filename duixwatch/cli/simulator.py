@@ -148,6 +148,7 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
         }
         config = load_config(config_path, environ=environ)
         from duixwatch.daemon import Daemon  # lazy: `check` and the rest start faster
+
         daemon = Daemon(
             config,
             config_path,

@@ -20,7 +20,7 @@ from duixwatch.dialog.schema import ClientTLS
 from tests.loopback import loopback_sim
 from tests.tls import CA
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.exclusive]  # timings: run alone
 
 #: How close a measured phase must be to the delay the simulator injected.
 TOLERANCE = 0.05

@@ -223,6 +223,7 @@ def test_sighup_with_a_broken_file_keeps_polling_with_the_old_config(
         assert app["app_key"] not in log
 
 
+@pytest.mark.exclusive  # timings: run alone
 def test_sigterm_exits_0_within_5_seconds(stack: dict[str, Any]) -> None:
     started = time.monotonic()
     stack["daemon"].send_signal(signal.SIGTERM)

@@ -31,7 +31,7 @@ from duixwatch.sim import SimApp, Simulator
 from duixwatch.watch.state import HistoryRow, StateStore, read_history
 from tests.loopback import loopback_sim
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120), pytest.mark.exclusive]
 
 INTERVAL = 1.0
 SESSIONS = 16

@@ -20,7 +20,7 @@ from duixwatch.policy import audit
 from tests.e2e.enforcing import APPS, Sim, age_policy, run_daemon
 from tests.procs import DUIXWATCH, eventually
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.exclusive]  # exit times: run alone
 
 #: 20 sessions an APP, both APPs, older than the policy's threshold (the issue's reproduction).
 PER_APP, AGE = 20, 3000

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests import procs
 from tests.procs import DUIXWATCH, eventually, free_port, process
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.exclusive]  # timings: run alone
 
 APPS, INTERVAL = 10, 1.0
 

@@ -19,6 +19,8 @@ from bench.daemon_run import limits_for
 from bench.measure import PollTimes, cycle_times, freshness, parse_exposition
 from bench.report import ROWS, TARGETS
 
+pytestmark = pytest.mark.exclusive  # timings and CPU figures: run alone
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -15,6 +15,8 @@ from bench.procs import Processes
 from bench.sim import start_simulator
 from tests.tools import require_tool
 
+pytestmark = pytest.mark.exclusive  # timings and CPU figures: run alone
+
 
 def test_the_blackbox_config_is_valid_for_the_installed_blackbox(tmp_path: Path) -> None:
     binary = require_tool(compare.BLACKBOX)

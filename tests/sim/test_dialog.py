@@ -302,6 +302,7 @@ class Timed:
 
 
 @LOOPBACK
+@pytest.mark.exclusive  # timings: run alone
 async def test_over_loopback_delay_holds_back_the_first_byte() -> None:
     async with loopback() as (client, _):
         await set_faults(client, delay_seconds=0.4)
@@ -312,6 +313,7 @@ async def test_over_loopback_delay_holds_back_the_first_byte() -> None:
 
 
 @LOOPBACK
+@pytest.mark.exclusive  # timings: run alone
 async def test_over_loopback_first_chunk_and_chunk_delays_space_the_frames() -> None:
     async with loopback() as (client, _):
         await set_faults(client, first_chunk_delay_seconds=0.4, chunk_delay_seconds=0.15)

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import anyio
 import anyio.to_thread
+import pytest
 
 from duixwatch.core import models
 from duixwatch.policy.cycle import PolicyCycle
@@ -99,6 +100,7 @@ async def test_pruning_runs_in_a_worker_thread_without_blocking_the_loop(tmp_pat
     store.close()
 
 
+@pytest.mark.exclusive  # timings: run alone
 async def test_a_100000_row_prune_never_holds_up_a_poll_on_the_same_store(tmp_path: Path) -> None:
     """Pruning never blocks a poll: while ``prune_history`` deletes 100,000 rows in a worker
     thread (as the daemon runs it), the daemon's poll path goes on against the SAME store:
