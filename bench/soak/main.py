@@ -3,7 +3,7 @@
 The steps: the simulator with its churning workload (:mod:`bench.soak.config`), the daemon
 enforcing, the observers (:mod:`bench.soak.observe`), then the chaos schedule
 (:mod:`bench.soak.chaos`) played in real time; then the daemon is stopped with SIGTERM, the
-simulator's record and the audit log are read, and :mod:`bench.soak.checks` judges. Every
+simulator's record and the audit log are read, and :mod:`bench.soak.verdict` judges. Every
 process is stopped on the way out (:class:`bench.procs.Processes`), on Ctrl-C and SIGTERM too.
 """
 
@@ -13,11 +13,9 @@ import argparse
 import os
 import shutil
 import signal
-import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -27,7 +25,6 @@ from typing import Any
 import psutil
 import requests
 
-from bench.measure import quantile
 from bench.procs import (
     DUIXWATCH,
     Child,
@@ -38,21 +35,12 @@ from bench.procs import (
     wait_for,
 )
 from bench.sim import print_config, start_simulator
-from bench.soak import chaos, checks, config, observe, report
-from duixwatch.policy import audit
+from bench.soak import chaos, checks, config, observe, report, verdict
 
 __all__ = ["main"]
 
 #: Seconds after the daemon is ready before the first fault (its first cycles run clean).
 CHAOS_START_SECONDS = 5.0
-#: Fit RSS after this share of each process's life (at least :data:`MIN_WARMUP_SECONDS`).
-WARMUP_SHARE = 0.2
-MIN_WARMUP_SECONDS = 30.0
-#: The RSS bound is judged only on a fit over at least this long.
-RSS_MIN_SECONDS = 600.0
-RSS_LIMIT_MB_PER_10_MINUTES = 1.0
-#: A stop written this long after its cycle's second is judged against a config change.
-IN_FORCE_MARGIN_SECONDS = 0.5
 READY_TIMEOUT_SECONDS = 30.0
 PROGRESS_EVERY_SECONDS = 30.0
 
@@ -427,223 +415,50 @@ class Soak:
         end = time.time()
         self.sampler.sizes()
         self.sampler.read_audit()
-        tail = self.sampler.audit
         stopped = self.sim.sessions(closed_by="sessionStop")
         drained = self.sim.sessions(closed_by="distroyCallSessionsByAppId")
         received = self.sim.requests_by()
         self.procs.stop(self.sim.child)
-        intents = checks.parse_intents(tail.records)
-        windows = [r.window() for r in self.faults if r.set_sent]
-        margins = checks.Margins(
-            request_timeout=config.REQUEST_TIMEOUT_SECONDS,
-            read_call_max=self.allow.read_call_max,
-            slack=config.SLACK_SECONDS,
-        )
-        v = list(self.findings.violations)
-        v += checks.check_stops_have_intents(stopped, drained, intents, received)
-        v += checks.check_stops_on_failing_data(intents, windows, margins)
-        scrapes = list(self.scrapers.scrapes)
-        v += checks.check_reloads(self.reloads, scrapes, deadline=self.allow.reload_deadline)
-        spans = checks.in_force_spans(
-            self.reloads,
-            scrapes,
-            initial=config.THRESHOLDS[0],
-            start=self.started_at,
-            margin=IN_FORCE_MARGIN_SECONDS,
-        )
-        v += checks.check_thresholds(intents, config.AGE_POLICY, spans)
-        recov, recovery_violations = checks.recoveries(
-            windows,
-            scrapes,
-            self.cfg.apps,
-            allowance=self.allow.recovery,
-            excluded=self.excluded,
+        rec = verdict.Recorded(
+            seconds_asked=self.seconds,
+            seed=self.args.seed,
+            started_at=self.started_at,
+            t0=self.t0,
             end=end,
-        )
-        v += recovery_violations
-        v += checks.check_file_bounds(
-            self.sampler.max_sizes, self.bounds, longest_line=tail.longest_line
-        )
-        v += self._audit_integrity()
-        v += self._secrets_in_files()
-        secrets = self.cfg.secrets()
-        rss = self._rss()
-        v += rss.pop("violations")
-        judged = checks.judged_seconds(
-            windows, self.cfg.apps.values(), margins, start=self.t0, end=end
-        )
-        lags = checks.issue_lags(i for i in intents if i.action == "stop_session")
-        by_policy = Counter(i.policy for i in intents if i.action == "stop_session")
-        outcomes = Counter(
-            str(r.get("outcome")) for r in tail.records if r.get("event") == "outcome"
-        )
-        measured = [x.seconds for x in recov if x.seconds is not None]
-        unmeasured = Counter(x.why for x in recov if x.seconds is None)
-        kinds = Counter(r.plan.kind for r in self.faults if r.set_sent)
-        result: dict[str, Any] = {
-            "params": {
-                "seconds": self.seconds,
-                "seed": self.args.seed,
-                "apps": config.APPS,
-                "interval": config.POLL_INTERVAL_SECONDS,
-            },
-            "started_at": self.started_at,
-            "seconds": end - self.t0,
-            "ready_seconds": self.ready_seconds,
-            "teardown_seconds": time.monotonic() - teardown,
-            "polls": sum(n for (_, ep), n in received.items() if ep == "getconcurrentNumber"),
-            "stops": {
-                "stop_intents": sum(by_policy.values()),
-                "by_policy": ", ".join(f"{k} {n}" for k, n in sorted(by_policy.items())),
-                "sessions_stopped": len(stopped),
-                "close_all_intents": sum(1 for i in intents if i.action == "close_all"),
-                "sessions_drained": len(drained),
-                "outcomes": dict(outcomes),
-            },
-            "issue_lag": {
-                "p50": quantile(lags, 0.5) if lags else None,
-                "p99": quantile(lags, 0.99) if lags else None,
-                "max": max(lags) if lags else None,
-                "over_stale": sum(1 for lag in lags if lag > 2 * config.POLL_INTERVAL_SECONDS),
-            },
-            "faults": {
-                "total": sum(kinds.values()),
-                "by_kind": dict(kinds),
-                "max_overlap": _max_overlap(windows),
-                "judged_app_seconds": judged,
-                "app_seconds": (end - self.t0) * len(self.cfg.apps),
-            },
-            "reloads": {
-                "good": sum(1 for r in self.reloads if r.good),
-                "bad": sum(1 for r in self.reloads if not r.good),
-                "variants": sorted({r.variant for r in self.reloads if not r.good}),
-            },
-            "scrapes": {
-                "metrics": self.scrapers.metrics_count,
-                "status": self.scrapers.status_count,
-                "promtool_checked": self.scrapers.promtool_checked,
-                "promtool_skipped": self.scrapers.promtool_skipped,
-                "failed_expected": self.scrapers.failed_expected,
-            },
-            "restart": self.restart,
-            "rss": rss,
-            "files": {
-                "max_sizes": dict(self.sampler.max_sizes),
-                "end_sizes": dict(self.sampler.last_sizes),
-                "bounds": self.bounds_note,
-                "audit_lines": len(tail.records),
-                "unparsed_audit_lines": len(tail.unparsed),
-            },
-            "recovery": {
-                "allowance": self.allow.recovery,
-                "measured": len(measured),
-                "worst": max(measured) if measured else None,
-                "p50": statistics.median(measured) if measured else None,
-                "not_measured": dict(unmeasured),
-            },
-            "cpu": {
+            ready_seconds=self.ready_seconds,
+            teardown_seconds=time.monotonic() - teardown,
+            apps=self.cfg.apps,
+            secrets=self.cfg.secrets(),
+            allow=self.allow,
+            windows=[r.window() for r in self.faults if r.set_sent],
+            reloads=self.reloads,
+            restart=self.restart,
+            excluded=self.excluded,
+            scrapers=self.scrapers,
+            sampler=self.sampler,
+            logs=[p for c in self.daemons for p in (c.log, c.out) if p is not None],
+            stopped=stopped,
+            drained=drained,
+            received=received,
+            bounds=self.bounds,
+            bounds_note=self.bounds_note,
+            cpu={
                 "daemon_seconds": sum(self.sampler.cpu.values()),
                 "simulator_seconds": sim_cpu,
                 "soak_seconds": _own_cpu_seconds(),
                 "wall_seconds": end - self.t0,
             },
-            "exit_code": exit_code,
-            "violations": [
-                {"at": x.at, "check": x.check, "detail": checks.redact(x.detail, secrets)}
-                for x in sorted(v, key=lambda x: (x.at is None, x.at or 0.0))
-            ],
-            "work_dir": str(self.work),
-        }
-        return result
-
-    def _audit_integrity(self) -> list[checks.Violation]:
-        """The audit files read back whole: no corrupt line (a torn one is expected after the
-        SIGKILL, and only one)."""
-        out: list[checks.Violation] = []
-        torn = 0
-        for path in self.sampler.audit.files():
-            read = audit.read_audit(path)
-            torn += len(read.torn_lines)
-            if read.bad_lines:
-                out.append(
-                    checks.Violation(
-                        None, "audit", f"{path.name}: corrupt lines {read.bad_lines[:10]}"
-                    )
-                )
-        if torn > 1:
-            out.append(checks.Violation(None, "audit", f"{torn} torn lines for one SIGKILL"))
-        return out
-
-    def _secrets_in_files(self) -> list[checks.Violation]:
-        """No secret in the daemon's stdout and stderr (every process) or the audit log."""
-        secrets = self.cfg.secrets()
-        paths = [p for d in self.daemons for p in (d.log, d.out) if p is not None]
-        paths += self.sampler.audit.files()
-        out: list[checks.Violation] = []
-        for path in paths:
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
-                continue
-            found = checks.find_secrets(data, secrets)
-            if found:
-                out.append(checks.Violation(None, "secret", f"{path.name}: {', '.join(found)}"))
-        return out
-
-    def _rss(self) -> dict[str, Any]:
-        segments: list[dict[str, Any]] = []
-        fits: list[checks.Fit] = []
-        for index, (pid, samples) in enumerate(sorted(self.sampler.rss.items(), key=_first_t)):
-            span = samples[-1][0] - samples[0][0] if samples else 0.0
-            warmup = max(MIN_WARMUP_SECONDS, WARMUP_SHARE * span)
-            fit = checks.fit_rss(samples, warmup_seconds=warmup)
-            if fit is not None:
-                fits.append(fit)
-            segments.append(
-                {
-                    "index": index + 1,
-                    "pid": pid,
-                    "samples": len(samples),
-                    "warmup_seconds": warmup,
-                    "first_bytes": samples[0][1] if samples else None,
-                    "last_bytes": samples[-1][1] if samples else None,
-                    "max_bytes": max((b for _, b in samples), default=None),
-                    "fit": None
-                    if fit is None
-                    else {
-                        "mb_per_10_minutes": fit.mb_per_10_minutes,
-                        "seconds": fit.seconds,
-                        "samples": fit.samples,
-                    },
-                }
-            )
-        longest = max(fits, key=lambda f: f.seconds, default=None)
-        verdict, violations = checks.judge_rss(
-            longest,
-            limit_mb_per_10_minutes=RSS_LIMIT_MB_PER_10_MINUTES,
-            min_seconds=RSS_MIN_SECONDS,
+            exit_code=exit_code,
+            violations=list(self.findings.violations),
+            work_dir=self.work,
         )
-        return {"segments": segments, "verdict": verdict, "violations": violations}
+        return verdict.judge(rec)
 
 
 def _own_cpu_seconds() -> float:
     """The soak's own CPU (its threads; not its children's)."""
     times = psutil.Process().cpu_times()
     return float(times.user + times.system)
-
-
-def _first_t(item: tuple[int, list[tuple[float, int]]]) -> float:
-    return item[1][0][0] if item[1] else 0.0
-
-
-def _max_overlap(windows: Sequence[checks.Window]) -> int:
-    """The most faults possibly in force at one moment."""
-    edges = sorted([(w.set_sent, 1) for w in windows] + [(w.clear_done, -1) for w in windows])
-    most = current = 0
-    for _, step in edges:
-        current += step
-        most = max(most, current)
-    return most
 
 
 def main(argv: Sequence[str] | None = None) -> int:

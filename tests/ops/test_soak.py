@@ -16,7 +16,7 @@ import jwt
 import pytest
 
 from bench.soak import chaos, checks, config, observe
-from duixwatch.config import ConfigFileError, load_config
+from duixwatch.config import ConfigFileError, StateSettings, load_config
 
 APP, OTHER = "1111111111111111111", "2222222222222222222"
 LIST, NUMBER = "getconcurrentList", "getconcurrentNumber"
@@ -452,6 +452,16 @@ def test_the_good_file_loads_and_every_bad_one_is_refused_without_its_key(
         assert checks.find_secrets(message.encode(), soak.secrets()) == [], variant
     with pytest.raises(ValueError, match="unknown bad variant"):
         soak.bad("nope", 120)
+
+
+def test_the_audit_bounds_are_used_exactly_when_the_daemon_has_them(tmp_path: Path) -> None:
+    soak = config.SoakConfig(printed_config(), listen="127.0.0.1:1", state_dir=tmp_path / "s")
+    doc = soak.document(120)
+    has_them = {"audit_max_bytes", "audit_keep"} <= set(StateSettings.model_fields)
+    assert config.audit_bounds_supported(doc, tmp_path / "probe.yaml") is has_them
+    doc["enforcement"]["colour"] = "red"  # refused for another reason: an error, not a "no"
+    with pytest.raises(ConfigFileError, match="colour"):
+        config.audit_bounds_supported(doc, tmp_path / "probe.yaml")
 
 
 def test_the_allowances_follow_from_the_config() -> None:
