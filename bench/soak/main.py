@@ -42,6 +42,9 @@ __all__ = ["main"]
 #: Seconds after the daemon is ready before the first fault (its first cycles run clean).
 CHAOS_START_SECONDS = 5.0
 READY_TIMEOUT_SECONDS = 30.0
+#: ``state.audit_max_bytes`` by default, when the daemon has it: about 200 records a file, so
+#: a 120 s run rotates a few times and a 30-minute one deletes old files (``audit_keep``).
+AUTO_AUDIT_MAX_BYTES = 65_536
 PROGRESS_EVERY_SECONDS = 30.0
 
 
@@ -70,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--audit-max-bytes",
         default=os.environ.get("SOAK_AUDIT_MAX_BYTES", "auto"),
-        help="state.audit_max_bytes for the daemon: a number, 'auto' (262144 when the daemon "
-        "has the key, else unset) or 'off' (default $SOAK_AUDIT_MAX_BYTES or auto)",
+        help="state.audit_max_bytes for the daemon: a number, 'auto' (65536 when the daemon "
+        "has the key, else unset: small, so that even a short run rotates) or 'off' (default "
+        "$SOAK_AUDIT_MAX_BYTES or auto)",
     )
     p.add_argument(
         "--audit-keep",
@@ -260,7 +264,7 @@ class Soak:
                     "(sizes reported only)"
                 ),
             )
-        max_bytes = 262_144 if choice == "auto" else int(choice)
+        max_bytes = AUTO_AUDIT_MAX_BYTES if choice == "auto" else int(choice)
         keep = int(self.args.audit_keep)
         return (
             max_bytes,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -92,6 +93,11 @@ def judge(rec: Recorded) -> dict[str, Any]:
     v += checks.check_file_bounds(rec.sampler.max_sizes, rec.bounds, longest_line=tail.longest_line)
     v += _audit_integrity(tail.files())
     v += _secrets_in_files([*rec.logs, *tail.files()], rec.secrets)
+    # rotated files deleted during the run were read while they existed: their lines too
+    seen = b"\n".join([*(json.dumps(r).encode() for r in tail.records), *tail.unparsed])
+    found = checks.find_secrets(seen, rec.secrets)
+    if found:
+        v.append(checks.Violation(None, "secret", f"audit lines read: {', '.join(found)}"))
     rss, rss_violations = _rss(rec.sampler.rss)
     v += rss_violations
     judged = checks.judged_seconds(
