@@ -265,15 +265,17 @@ def _get(url: str, accept: str) -> bytes:
 class AuditTail:
     """The audit log (``audit.jsonl`` and any rotated ``audit.jsonl.N``), read as it grows.
 
-    Files are followed by inode, so a rotation (a rename) loses nothing and re-reads nothing;
-    only complete lines are taken. Every distinct line is kept once, as parsed JSON; lines
-    that are not JSON objects are counted (a SIGKILL may leave one torn line, which the
+    Files are followed by identity, not name, so a rotation (a rename) loses nothing and
+    re-reads nothing: the identity is the inode AND the file's first line, because a
+    filesystem reuses the inode of a deleted file (ext4 does, at once) for the next one
+    created. Only complete lines are taken. Every distinct line is kept once, as parsed JSON;
+    lines that are not JSON objects are counted (a SIGKILL may leave one torn line, which the
     restarted daemon terminates).
     """
 
     def __init__(self, state_dir: Path) -> None:
         self._dir = state_dir
-        self._offsets: dict[int, int] = {}  # inode -> bytes read (complete lines)
+        self._offsets: dict[tuple[int, bytes], int] = {}  # (inode, first line) -> bytes read
         self._seen: set[bytes] = set()
         self.records: list[dict[str, Any]] = []
         self.unparsed: list[bytes] = []
@@ -290,8 +292,11 @@ class AuditTail:
         for path in self.files():
             try:
                 with path.open("rb") as handle:
-                    inode = os.fstat(handle.fileno()).st_ino
-                    offset = self._offsets.get(inode, 0)
+                    first = handle.readline(1 << 20)
+                    if not first.endswith(b"\n"):
+                        continue  # not one complete line yet: nothing to take
+                    identity = (os.fstat(handle.fileno()).st_ino, first)
+                    offset = self._offsets.get(identity, 0)
                     handle.seek(offset)
                     chunk = handle.read()
             except FileNotFoundError:
@@ -299,7 +304,7 @@ class AuditTail:
             end = chunk.rfind(b"\n")
             if end < 0:
                 continue
-            self._offsets[inode] = offset + end + 1
+            self._offsets[identity] = offset + end + 1
             for line in chunk[:end].split(b"\n"):
                 self._take(line)
 

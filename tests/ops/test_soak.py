@@ -345,6 +345,19 @@ def test_the_audit_tail_follows_a_rotation_without_losing_or_repeating_a_line(
     assert tail.unparsed == []
 
 
+def test_the_audit_tail_reads_a_new_file_that_got_a_deleted_files_inode(tmp_path: Path) -> None:
+    """ext4 gives the next file created the inode just freed: an offset kept per inode alone
+    skipped the start of every new audit.jsonl after the oldest rotated file was deleted."""
+    log = tmp_path / "audit.jsonl"
+    log.write_text("".join(json.dumps({"n": n, "pad": "x" * 50}) + "\n" for n in range(4)))
+    tail = observe.AuditTail(tmp_path)
+    tail.read()
+    log.unlink()  # the oldest file deleted, a new one created (its inode, on ext4)
+    log.write_text("".join(json.dumps({"n": n}) + "\n" for n in range(4, 9)))
+    tail.read()
+    assert [r["n"] for r in tail.records] == list(range(9))
+
+
 def test_scrapes_are_read_for_duix_up_and_the_reload_gauges() -> None:
     text = "\n".join(
         [
