@@ -2,6 +2,9 @@
 #   make demo    the simulator and the daemon on loopback
 #   make test    every test
 #   make check   format, lint, types, layer contracts
+#   make soak    the daemon against the simulator under chaos for SOAK_SECONDS (default 1800,
+#                CI runs 120), seeded by SOAK_SEED (default 1); prints its figures, exit 1 on
+#                any violation (bench/soak)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -17,7 +20,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (npm) is checked separately: its package differs by source.
 DEBS   := prometheus prometheus-alertmanager prometheus-blackbox-exporter systemd openssl
 
-.PHONY: venv tools demo test check fmt clean bench
+.PHONY: venv tools demo test check fmt clean bench soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "duixwatch needs Python >= 3.11 (set PYTHON=...)")'
@@ -84,6 +87,12 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+SOAK_SECONDS ?= 1800
+SOAK_SEED    ?= 1
+# promtool (from `make tools`) checks the expositions: without it the soak fails.
+soak: $(STAMP) tools
+	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_SEED=$(SOAK_SEED) $(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

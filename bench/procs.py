@@ -116,6 +116,8 @@ class Child:
     popen: subprocess.Popen[bytes]
     log: Path
     stdout_lines: list[str] = field(default_factory=list)
+    #: Where stdout went, when it went to a file (``start(..., stdout_to_file=True)``).
+    out: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -169,20 +171,27 @@ class Processes:
         *,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        stdout_to_file: bool = False,
     ) -> Child:
-        """Start ``args``; stderr goes to ``<log_dir>/<name>.log``, stdout lines are collected."""
+        """Start ``args``; stderr goes to ``<log_dir>/<name>.log``, stdout lines are collected
+        (the first :data:`_MAX_STDOUT_LINES`), or with ``stdout_to_file`` all of stdout goes
+        to ``<log_dir>/<name>.out`` (to read every line afterwards)."""
         log = self._log_dir / f"{name}.log"
-        with log.open("ab") as err:  # the child keeps its own copy of the descriptor
+        out = self._log_dir / f"{name}.out" if stdout_to_file else None
+        with log.open("ab") as err, (out or Path(os.devnull)).open("ab") as out_file:
+            # the child keeps its own copies of the descriptors
             popen = subprocess.Popen(  # noqa: S603 - our own commands, no shell
                 list(args),
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
+                stdout=out_file if stdout_to_file else subprocess.PIPE,
                 stderr=err,
                 env=env,
                 cwd=cwd,
             )
-        child = Child(name, popen, log)
+        child = Child(name, popen, log, out=out)
         self._children.append(child)
+        if stdout_to_file:
+            return child
         if popen.stdout is None:  # pragma: no cover - stdout=PIPE always gives one
             raise RuntimeError(f"{name}: no stdout pipe")
         threading.Thread(

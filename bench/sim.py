@@ -7,6 +7,7 @@ import shlex
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -37,8 +38,13 @@ def start_simulator(
     sim_command: str | None,
     timeout: float,
     budget: Budget | None = None,
+    workload: Sequence[str] | None = None,
 ) -> Simulator:
-    """``duixwatch sim --no-workload`` on 127.0.0.1, on a port it picks itself (no race)."""
+    """``duixwatch sim --no-workload`` on 127.0.0.1, on a port it picks itself (no race).
+
+    ``workload``: the workload flags instead of ``--no-workload`` (e.g.
+    ``["--arrivals-per-minute", "12"]``; an empty list is the simulator's default workload).
+    """
     child = procs.start(
         f"sim-{apps}",
         [
@@ -49,7 +55,7 @@ def start_simulator(
             str(apps),
             "--seed",
             str(seed),
-            "--no-workload",
+            *(["--no-workload"] if workload is None else workload),
         ],
     )
     if budget is not None:
@@ -134,6 +140,32 @@ class Simulator:
             timeout=30,
         )
         response.raise_for_status()
+
+    def set_fault(self, fault: dict[str, Any], *, timeout: float = 10) -> None:
+        """``POST /_sim/faults``: install ``fault`` (its ``app`` and ``endpoint`` say where)."""
+        requests.post(self._url("/_sim/faults"), json=fault, timeout=timeout).raise_for_status()
+
+    def clear_fault(self, app: str, endpoint: str, *, timeout: float = 10) -> int:
+        """``DELETE /_sim/faults?app=&endpoint=``: remove that one fault; how many went."""
+        response = requests.delete(
+            self._url("/_sim/faults"), params={"app": app, "endpoint": endpoint}, timeout=timeout
+        )
+        response.raise_for_status()
+        cleared: int = response.json()["cleared"]
+        return cleared
+
+    def sessions(self, *, closed_by: str | None = None, timeout: float = 60) -> list[Any]:
+        """``GET /_sim/sessions``: the record of every session (ended ``closed_by`` only)."""
+        params = {} if closed_by is None else {"closed_by": closed_by}
+        response = requests.get(self._url("/_sim/sessions"), params=params, timeout=timeout)
+        response.raise_for_status()
+        found: list[Any] = response.json()["sessions"]
+        return found
+
+    def requests_by(self, *, timeout: float = 60) -> dict[tuple[str, str], int]:
+        """Requests that reached the simulator, per (app id, endpoint)."""
+        doc = requests.get(self._url("/_sim/stats"), timeout=timeout).json()
+        return {(row["app_id"], row["endpoint"]): row["count"] for row in doc.get("requests", [])}
 
     def reset_stats(self) -> None:
         requests.delete(self._url("/_sim/stats"), timeout=60).raise_for_status()

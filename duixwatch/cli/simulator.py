@@ -52,17 +52,21 @@ def _cmd_sim(args: argparse.Namespace, out: TextIO) -> int:
         )
     except ValueError as exc:
         raise runtime.UsageError(f"--shape {args.shape}: {exc}") from None
-    sim = simulator.Simulator(
-        apps=args.apps,
-        seed=args.seed,
-        clock=SystemClock(),
-        timezone=args.timezone,
-        shape=shape,
-        workload=not args.no_workload,
-        arrivals_per_minute=args.arrivals_per_minute,
-        mean_duration_seconds=args.mean_duration_seconds,
-        avatar_training_seconds=args.avatar_training_seconds,
-    )
+    try:
+        sim = simulator.Simulator(
+            apps=args.apps,
+            seed=args.seed,
+            clock=SystemClock(),
+            timezone=args.timezone,
+            shape=shape,
+            workload=not args.no_workload,
+            arrivals_per_minute=args.arrivals_per_minute,
+            mean_duration_seconds=args.mean_duration_seconds,
+            min_duration_seconds=args.min_duration_seconds,
+            avatar_training_seconds=args.avatar_training_seconds,
+        )
+    except ValueError as exc:  # a workload value out of range: a usage error, not a traceback
+        raise runtime.UsageError(str(exc)) from None
     if args.print_config:
         out.write(simulator.render_config(sim, base_url=f"http://{host}:{port}"))
         return runtime.EXIT_OK
@@ -221,6 +225,12 @@ def add_commands(command: runtime.AddCommand) -> None:
     p.add_argument("--no-workload", action="store_true", help="start empty; no automatic sessions")
     p.add_argument("--arrivals-per-minute", type=float, default=2.0, help="per APP")
     p.add_argument("--mean-duration-seconds", type=float, default=600.0)
+    p.add_argument(
+        "--min-duration-seconds",
+        type=float,
+        default=0.0,
+        help="floor under the durations: min + Exp(mean - min) (default 0)",
+    )
     p.add_argument("--timezone", default="Asia/Shanghai", help="zone of zone-less times")
     p.add_argument(
         "--avatar-training-seconds",

@@ -19,7 +19,7 @@ import json
 import math
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 from starlette.applications import Starlette
@@ -38,6 +38,8 @@ CONVERSATION_PATH = "/duix-openapi-v2/sdk/getConversationById"
 _FAULT_FIELDS = frozenset(faults.Fault.__dataclass_fields__)
 _SESSION_FIELDS = frozenset({"count", "age_seconds", "session_id", "with_id", "with_start"})
 _MAX_SESSIONS_PER_CALL = 10_000
+#: ``GET /_sim/sessions?closed_by=``: how a session ended, or ``live``.
+_CLOSED_BY = frozenset({*get_args(records.ClosedBy), "live"})
 #: Bound on the ASGI messages read while watching a hanging request for a disconnect.
 _MAX_RECEIVES = 10_000
 
@@ -285,6 +287,7 @@ class _Control:
         dialog_faults, dialog_requests = "/_sim/dialog/faults", "/_sim/dialog/requests"
         return [
             Route("/_sim/state", self._guard(self.state), methods=["GET"]),
+            Route("/_sim/sessions", self._guard(self.sessions), methods=["GET"]),
             Route("/_sim/stats", self._guard(self.stats), methods=["GET"]),
             Route("/_sim/stats", self._guard(self.reset_stats), methods=["DELETE"]),
             Route("/_sim/apps/{app}/sessions", self._guard(self.add_sessions), methods=["POST"]),
@@ -343,6 +346,21 @@ class _Control:
 
     async def state(self, request: Request) -> Response:
         return _json(self.sim.state())
+
+    async def sessions(self, request: Request) -> Response:
+        """The record of every session (``?app=`` one APP's, ``?closed_by=`` ended that way:
+        ``sessionStop``, ``distroyCallSessionsByAppId``, ``hangup``; ``live`` for open ones)."""
+        app = request.query_params.get("app") or None
+        closed_by = request.query_params.get("closed_by") or None
+        if closed_by is not None and closed_by not in _CLOSED_BY:
+            raise ValueError(f"closed_by must be one of {', '.join(sorted(_CLOSED_BY))}")
+        now = self.sim.clock.now()
+        chosen = [
+            records.session_dict(s, now)
+            for s in self.sim.sessions(app)
+            if closed_by is None or (s.closed_by or "live") == closed_by
+        ]
+        return _json({"sessions": chosen})
 
     async def stats(self, request: Request) -> Response:
         return _json(self.sim.stats.to_dict())

@@ -882,6 +882,37 @@ async def test_the_control_api_sets_lists_and_clears_faults(
     assert (await http.delete("/_sim/stats")).json()["requests"] == []
 
 
+async def test_the_control_api_lists_the_record_of_sessions_and_how_each_ended(
+    http: httpx.AsyncClient, api: Api, sim: Simulator
+) -> None:
+    stopped, hung_up, live = (sim.add_session("support").session_id for _ in range(3))
+    drained = sim.add_session("lobby-kiosk").session_id
+    assert (await api.get("sessionStop", sim.app("support"), uuid=stopped)).status_code == 200
+    sim.end_session(hung_up)
+    lobby = sim.app("lobby-kiosk")
+    assert (await api.get("distroyCallSessionsByAppId", lobby)).json()["data"] == 1
+
+    async def ids(**params: str) -> list[tuple[str, str | None]]:
+        answer = await http.get("/_sim/sessions", params=params)
+        assert answer.status_code == 200
+        return [(s["session_id"], s["closed_by"]) for s in answer.json()["sessions"]]
+
+    assert sorted(await ids()) == sorted(
+        [
+            (stopped, "sessionStop"),
+            (hung_up, "hangup"),
+            (live, None),
+            (drained, "distroyCallSessionsByAppId"),
+        ]
+    )
+    assert await ids(closed_by="sessionStop") == [(stopped, "sessionStop")]
+    assert await ids(closed_by="live") == [(live, None)]
+    assert await ids(app="lobby-kiosk") == [(drained, "distroyCallSessionsByAppId")]
+    assert await ids(app="support", closed_by="distroyCallSessionsByAppId") == []
+    assert (await http.get("/_sim/sessions", params={"closed_by": "crash"})).status_code == 400
+    assert (await http.get("/_sim/sessions", params={"app": "nope"})).status_code == 404
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "status"),
     [
