@@ -13,6 +13,7 @@ import argparse
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -484,6 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             work.mkdir(parents=True, exist_ok=True)
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="duixwatch-soak-")))
+        soak: Soak | None = None
         try:
             with Processes(work) as procs:
                 soak = Soak(args, work, procs)
@@ -491,6 +493,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("soak: interrupted; every process it started is stopped", file=sys.stderr)
             return 130
+        except (
+            TimeoutError,
+            RuntimeError,
+            OSError,
+            requests.RequestException,
+            subprocess.SubprocessError,
+        ) as exc:  # the run could not be set up or finished: a failure, said in one line
+            secrets = soak.findings.secrets if soak is not None else {}
+            print(f"soak: FAILED: {checks.redact(str(exc), secrets)}", file=sys.stderr)
+            _print_logs(work, secrets)
+            return 1
         print(report.render(result), flush=True)
         if args.json is not None:
             report.write_result(result, args.json)
@@ -502,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _print_logs(work: Path, secrets: dict[str, bytes]) -> None:
     """The last lines of each daemon log, to see what went wrong (the work dir goes away),
     with every secret replaced by its name."""
-    for log in sorted(work.glob("duixwatch-*.log")):
+    for log in sorted([*work.glob("duixwatch-*.log"), *work.glob("sim-*.log")]):
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
         if tail:
             print(f"--- {log.name} (last lines)\n{checks.redact(tail, secrets)}", file=sys.stderr)
