@@ -56,6 +56,22 @@ async def metric(http: httpx.AsyncClient, name: str, **labels: str) -> float | N
     return value((await http.get("/metrics")).text, name, **labels)
 
 
+async def two_audit_aborts(http: httpx.AsyncClient, app: str) -> None:
+    """Wait until the age policy has aborted twice on ``app`` as audit_unavailable."""
+
+    async def aborted() -> bool:
+        n = await metric(
+            http,
+            "duixwatch_policy_aborts_total",
+            app=app,
+            policy="max-age",
+            reason="audit_unavailable",
+        )
+        return (n or 0) >= 2
+
+    await until("two audit_unavailable aborts", aborted)
+
+
 async def test_an_audit_log_that_is_a_directory_blocks_enforcement_until_it_is_a_file(
     sim: Simulator, tmp_path: Path
 ) -> None:
@@ -66,18 +82,7 @@ async def test_an_audit_log_that_is_a_directory_blocks_enforcement_until_it_is_a
     with capture_logs() as logs:
         async with running(sim, path) as (_, http):
             await wait_for(http, "/readyz")  # started and polled: no exit 2, no crash loop
-
-            async def aborted() -> bool:
-                n = await metric(
-                    http,
-                    "duixwatch_policy_aborts_total",
-                    app=sim.apps[0].name,
-                    policy="max-age",
-                    reason="audit_unavailable",
-                )
-                return (n or 0) >= 2
-
-            await until("two audit_unavailable aborts", aborted)
+            await two_audit_aborts(http, sim.apps[0].name)
             text = (await http.get("/metrics")).text
             assert value(text, "duixwatch_enforcement_blocked", reason="audit_unavailable") == 1
             assert value(text, "duixwatch_enforcement_blocked", reason="state_unavailable") == 0
@@ -111,18 +116,7 @@ async def test_a_state_dir_that_cannot_be_used_runs_on_memory_polls_and_never_ac
     (tmp_path / "state").write_text("a file where the directory should be")
     async with running(sim, path) as (_, http):
         await wait_for(http, "/readyz")
-
-        async def aborted() -> bool:
-            n = await metric(
-                http,
-                "duixwatch_policy_aborts_total",
-                app=sim.apps[0].name,
-                policy="max-age",
-                reason="audit_unavailable",
-            )
-            return (n or 0) >= 2
-
-        await until("aborts", aborted)
+        await two_audit_aborts(http, sim.apps[0].name)
         text = (await http.get("/metrics")).text
         assert value(text, "duixwatch_enforcement_blocked", reason="audit_unavailable") == 1
         assert value(text, "duixwatch_enforcement_blocked", reason="state_unavailable") == 1
