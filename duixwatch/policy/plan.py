@@ -104,7 +104,8 @@ class Plan:
 class ActionRecord:
     """One action a policy took (or, as a dry run, would have taken), for ``/status``.
 
-    ``outcome`` is ``stopped``, ``already_closed``, ``failed``, ``interrupted`` or ``dry_run``.
+    ``outcome`` is ``stopped``, ``already_closed``, ``failed``, ``interrupted``, ``still_listed``
+    or ``dry_run``.
     """
 
     at: datetime
