@@ -8,7 +8,7 @@ scaling readings and dialog probe results, the plain HTML page a browser gets fo
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -351,7 +351,7 @@ def _visible(text: str) -> str:
     return html.escape(inert(text))
 
 
-def status_html(info: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> str:
+def status_html(info: Mapping[str, Any], entries: Iterable[Mapping[str, Any]]) -> str:
     esc = _visible
     rows = []
     for e in entries:

@@ -15,7 +15,8 @@ says is :mod:`duixwatch.export.status`'s, how it is served is this module's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -34,7 +35,7 @@ from duixwatch.export.status import (
     without_details,
 )
 
-__all__ = ["ChunksResponse", "DaemonView", "create_app"]
+__all__ = ["ChunksResponse", "DaemonView", "create_app", "json_chunks"]
 
 
 class DaemonView(Protocol):
@@ -59,6 +60,37 @@ class DaemonView(Protocol):
 #: ``Metrics.render_chunks``: the ``/metrics`` body, in pieces, and its content type for an
 #: Accept header.
 Render = Callable[[str | None], tuple[list[bytes], str]]
+
+
+#: ``json_chunks`` joins encoded items into pieces of about this size (fewer, larger writes).
+JSON_CHUNK_BYTES = 64 * 1024
+
+
+def _dumps(value: object) -> bytes:
+    """JSON as Starlette's ``JSONResponse`` writes it (compact, UTF-8, no NaN)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def json_chunks(head: Mapping[str, Any], key: str, items: Iterable[object]) -> list[bytes]:
+    """``{**head, key: list(items)}`` as compact JSON, in pieces of ~``JSON_CHUNK_BYTES``.
+
+    The same bytes one ``json.dumps`` of the whole document gives, but each item is built
+    (``items`` may be a generator) and encoded on its own, so the page's dicts and the
+    encoder's small strings exist for one item at a time, not for every APP at once.
+    """
+    opening = _dumps(dict(head))[:-1] + (b"," if head else b"") + _dumps(key) + b":["
+    chunks: list[bytes] = []
+    piece = bytearray(opening)
+    for n, item in enumerate(items):
+        if n:
+            piece += b","
+        piece += _dumps(item)
+        if len(piece) >= JSON_CHUNK_BYTES:
+            chunks.append(bytes(piece))
+            piece.clear()
+    piece += b"]}"
+    chunks.append(bytes(piece))
+    return chunks
 
 
 class ChunksResponse(Response):
@@ -114,18 +146,19 @@ def create_app(
             "false",
             "no",
         )
-        entries = [
-            snapshot_status(s, now, with_sessions=with_sessions)
-            for s in view.snapshots()
-            if wanted is None or s.app == wanted
-        ]
-        if wanted is not None and not entries and wanted not in view.pending():
+        snapshots = [s for s in view.snapshots() if wanted is None or s.app == wanted]
+        if wanted is not None and not snapshots and wanted not in view.pending():
             return JSONResponse({"error": f"no app named {wanted!r} is configured"}, 404)
         info = dict(view.info()) if detailed else without_details(view.info())
         accept = request.headers.get("accept", "")
         if request.query_params.get("format") != "json" and "text/html" in accept:
-            return HTMLResponse(status_html(info, entries))
-        return JSONResponse({**info, "now": now.isoformat(), "apps": entries})
+            # The page shows no session lists: their entries are not built.
+            rows = (snapshot_status(s, now, with_sessions=False) for s in snapshots)
+            return HTMLResponse(status_html(info, rows))
+        # One APP's entry built and encoded at a time (``json_chunks``), never the whole page.
+        entries = (snapshot_status(s, now, with_sessions=with_sessions) for s in snapshots)
+        head = {**info, "now": now.isoformat()}
+        return ChunksResponse(json_chunks(head, "apps", entries), "application/json")
 
     async def scaling(request: Request) -> Response:
         name = request.path_params["target"]

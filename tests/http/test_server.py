@@ -3,6 +3,8 @@ loopback with the real daemon)."""
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -102,6 +104,61 @@ async def test_status_narrows_to_one_app_and_says_when_there_is_none(
     assert "items" not in bare["apps"][0]["sessions"]
     missing = await http.get("/status", params={"app": "nobody"})
     assert missing.status_code == 404
+
+
+def _whole(document: object) -> bytes:
+    """The document as one ``JSONResponse`` would have written it."""
+    return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 500])
+@pytest.mark.parametrize("head", [{}, {"version": "1.0", "ünï": [1, None, "<b>"]}])
+def test_json_chunks_are_the_bytes_of_one_dumps(
+    monkeypatch: pytest.MonkeyPatch, head: dict[str, Any], count: int
+) -> None:
+    monkeypatch.setattr(server, "JSON_CHUNK_BYTES", 256)
+    items = [
+        {"app": f"a{n}", "sessions": {"items": [{"id": "é\n", "age": n / 3}]}} for n in range(count)
+    ]
+    chunks = server.json_chunks(head, "apps", iter(items))
+    assert b"".join(chunks) == _whole({**head, "apps": items})
+    if count == 500:  # split into pieces of about the chunk size, none empty
+        assert len(chunks) > 10
+        assert all(0 < len(chunk) < 256 + 200 for chunk in chunks)
+
+
+def test_json_chunks_refuse_what_json_cannot_carry() -> None:
+    with pytest.raises(ValueError, match="JSON compliant"):
+        server.json_chunks({}, "apps", iter([{"x": math.nan}]))
+
+
+async def test_status_json_is_one_document_built_an_app_at_a_time(
+    http: httpx.AsyncClient, view: View, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    view.apps = [snapshot(clock, f"app-{n}", session_id=f"s-{n}") for n in range(300)]
+    steps: list[str] = []
+    build, dumps = server.snapshot_status, server._dumps
+
+    def built(snap: models.AppSnapshot, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        steps.append("build")
+        return build(snap, *args, **kwargs)
+
+    def encoded(value: object) -> bytes:
+        steps.append("encode")
+        return dumps(value)
+
+    monkeypatch.setattr(server, "snapshot_status", built)
+    monkeypatch.setattr(server, "_dumps", encoded)
+    response = await http.get("/status")
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-length"] == str(len(response.content))
+    body = response.json()
+    assert [a["app"] for a in body["apps"]] == [f"app-{n}" for n in range(300)]
+    assert body["apps"][299]["sessions"]["items"][0]["session_id"] == "s-299"
+    assert list(body) == ["version", "policies", "recent_actions", "now", "apps"]
+    # Each APP's entry is encoded before the next is built: never all of them at once.
+    assert steps.count("build") == 300
+    assert "build,build" not in ",".join(steps)
 
 
 async def test_the_status_page_escapes_what_it_shows(
