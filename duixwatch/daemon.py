@@ -53,6 +53,7 @@ from duixwatch.config import (
 from duixwatch.config.sharding import owned_apps
 from duixwatch.core import errors, models
 from duixwatch.core.clock import Clock
+from duixwatch.core.garbage import GarbageCollector
 from duixwatch.dialog.prober import Prober
 from duixwatch.duix import DuixClient, Transport
 from duixwatch.duix.webhook import WebhookPoster
@@ -129,8 +130,11 @@ class Daemon:
         handle_signals: bool = True,
         watch_config_seconds: float | None = None,
         sharding: ShardingSettings | None = None,
+        garbage: GarbageCollector | None = None,
     ) -> None:
         self._sharding_override = sharding
+        #: Collects cyclic garbage on the clock (``run`` passes one; tests usually do not).
+        self._garbage = garbage
         self._watch_override = watch_config_seconds
         self._path = config_path
         self._clock = clock
@@ -376,6 +380,8 @@ class Daemon:
                 self._documents.apply(config.apps, self._client)
                 tg.start_soon(self._scaling_loop)
                 await tg.start(self._upkeep.run)
+                if self._garbage is not None:
+                    await tg.start(self._garbage.run)
                 self.port = await tg.start(
                     partial(
                         serve.serve,

@@ -23,6 +23,8 @@ from anyio.abc import TaskGroup
 
 from duixwatch.config import Config
 from duixwatch.core import logs
+from duixwatch.core.clock import Clock
+from duixwatch.core.garbage import GarbageCollector
 
 __all__ = [
     "EXIT_FAILURE",
@@ -127,17 +129,21 @@ def configure_logs(args: argparse.Namespace, config: Config | None) -> None:
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
-def long_running_gc() -> None:
-    """Tune the garbage collector for a daemon that holds a large, long-lived heap.
+def long_running_gc(clock: Clock) -> GarbageCollector:
+    """Tune the garbage collector for a daemon that holds a large, long-lived heap; start the
+    returned :class:`~duixwatch.core.garbage.GarbageCollector` in the command's task group.
 
     With Python's defaults, a collection ran every 700 new container objects and a full one
     every few seconds, each walking every snapshot: 15 % of the daemon's CPU at 10,000 apps
     (README, Performance). Almost nothing here is cyclic garbage (snapshots are freed by
     reference counting), so collections can be rarer; what exists at start (modules, the
-    configuration) is frozen out of them altogether. Used by ``run``, ``sim`` and ``demo``.
+    configuration) is frozen out of them altogether. Rarer by count alone is never at a small
+    fleet, whose garbage then grows for as long as it runs: the returned collector collects on
+    the clock too (:mod:`duixwatch.core.garbage`). Used by ``run``, ``sim`` and ``demo``.
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    return GarbageCollector(clock)
 
 
 #: Descriptors duixwatch needs besides its HTTP connections and the DUIX client's pool: the

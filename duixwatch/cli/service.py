@@ -115,15 +115,16 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         raise runtime.UsageError("--shard-index needs --shard-count")
     from duixwatch.daemon import Daemon  # lazy: `check` and the rest start faster
 
+    clock = SystemClock()
     daemon = Daemon(
         config,
         Path(args.config),
         environ=_environ(args),
-        clock=SystemClock(),
+        clock=clock,
         watch_config_seconds=args.watch_config,
         sharding=sharding,
+        garbage=runtime.long_running_gc(clock),
     )
-    runtime.long_running_gc()
     try:
         runtime.run(daemon.run)
     except OSError as exc:

@@ -19,6 +19,7 @@ from duixwatch import sim as simulator
 from duixwatch.cli import runtime
 from duixwatch.config import load_config, split_listen
 from duixwatch.core.clock import SystemClock
+from duixwatch.core.garbage import GarbageCollector
 
 __all__ = ["add_commands"]
 
@@ -71,7 +72,7 @@ def _cmd_sim(args: argparse.Namespace, out: TextIO) -> int:
         out.write(simulator.render_config(sim, base_url=f"http://{host}:{port}"))
         return runtime.EXIT_OK
 
-    runtime.long_running_gc()
+    garbage = runtime.long_running_gc(SystemClock())
 
     def ready(bound: int) -> None:
         out.write(
@@ -79,15 +80,21 @@ def _cmd_sim(args: argparse.Namespace, out: TextIO) -> int:
             f"({len(sim.apps)} apps, seed {args.seed}); control API at /_sim/state\n"
         )
 
-    return _serve_until_signal(sim, host, port, ready, out)
+    return _serve_until_signal(sim, host, port, ready, out, garbage)
 
 
 def _serve_until_signal(
-    sim: simulator.Simulator, host: str, port: int, ready: Callable[[int], None], out: TextIO
+    sim: simulator.Simulator,
+    host: str,
+    port: int,
+    ready: Callable[[int], None],
+    out: TextIO,
+    garbage: GarbageCollector,
 ) -> int:
     """Serve the simulator until SIGTERM or SIGINT; ``ready(port)`` once it listens."""
 
     async def start(tg: TaskGroup) -> None:
+        await tg.start(garbage.run)
         ready(await tg.start(simulator.serve, sim, host, port))
 
     return runtime.until_signal(start, what=f"sim on {host}:{port}", out=out)
@@ -132,9 +139,10 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     config_path = state_dir / "demo.yaml"
     sim = simulator.Simulator(apps=args.apps, seed=args.seed, clock=SystemClock())
     clock = SystemClock()
-    runtime.long_running_gc()
+    garbage = runtime.long_running_gc(clock)
 
     async def start(tg: TaskGroup) -> None:
+        await tg.start(garbage.run)
         bound = await tg.start(simulator.serve, sim, sim_host, sim_port)
         base = f"http://{sim_host}:{bound}"
         target = anyio.Path(config_path)

@@ -27,7 +27,14 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Final, Protocol
 
-from prometheus_client import Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -290,6 +297,7 @@ class Metrics:
 
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
+        GCCollector(registry=registry)  # python_gc_*: what core.garbage collects, by generation
 
     # ------------------------------------------------------------------ the client's observer
 

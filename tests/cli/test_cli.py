@@ -20,7 +20,8 @@ import yaml
 
 from duixwatch.cli import runtime
 from duixwatch.cli.parser import main as cli_main
-from tests.fakes import decode_token
+from duixwatch.core import garbage
+from tests.fakes import FakeClock, decode_token
 
 pytestmark = pytest.mark.e2e
 
@@ -443,8 +444,9 @@ def test_a_taken_port_is_one_line_and_exit_1(command: str, tmp_path: Path) -> No
 def test_long_running_commands_tune_the_garbage_collector() -> None:
     before = gc.get_threshold()
     try:
-        runtime.long_running_gc()
+        collector = runtime.long_running_gc(FakeClock())
         assert gc.get_threshold() == runtime.GC_THRESHOLDS
+        assert collector.young_seconds == garbage.YOUNG_SECONDS  # collects on the clock too
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()

@@ -531,12 +531,13 @@ def test_build_info_carries_the_version(m: metrics.Metrics, registry: CollectorR
     assert b"# TYPE duixwatch_build_info gauge\n" in body
 
 
-def test_process_and_platform_collectors_are_registered(
+def test_process_platform_and_gc_collectors_are_registered(
     m: metrics.Metrics, registry: CollectorRegistry
 ) -> None:
     assert value(registry, "python_info", **_python_info_labels(registry)) == 1.0
     names = {family.name for family in registry.collect()}
     assert "process_cpu_seconds" in names or "process_cpu_seconds_total" in names
+    assert {"python_gc_collections", "python_gc_objects_collected"} <= names
 
 
 def _python_info_labels(registry: CollectorRegistry) -> dict[str, str]:
