@@ -35,7 +35,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from duixwatch.config.paths import known_keys, suggest
 from duixwatch.config.schema import ENV_PREFIX, TOP_LEVEL_KEYS, Config
-from duixwatch.config.yamllines import Problem
+from duixwatch.config.yamllines import MAX_DEPTH, Problem
 from duixwatch.core.fields import KeyPath, dotted
 
 __all__ = ["Overlay", "overlay"]
@@ -99,6 +99,15 @@ def overlay(data: dict[str, Any], environ: Mapping[str, str]) -> Overlay:
         except SettingsError as exc:
             result.problems.append(Problem(path, _unreadable(exc)))
             continue
+        except RecursionError:  # the JSON decoder recurses once per level
+            deep = True
+        else:
+            deep = _too_deep(value)
+        if deep:
+            result.problems.append(
+                Problem(path, f"JSON nested more than {MAX_DEPTH} levels deep: not a setting")
+            )
+            continue
         _lay(data, path, value, var, result)
     return result
 
@@ -134,6 +143,20 @@ def _dig(data: Mapping[str, Any], path: KeyPath) -> Any:
     for part in path:
         value = value[part]
     return value
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether ``value`` nests lists or mappings more than :data:`MAX_DEPTH` deep (the bound a
+    config file has; walked with a stack, not recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= MAX_DEPTH:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _unreadable(exc: SettingsError) -> str:

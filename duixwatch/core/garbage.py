@@ -9,7 +9,8 @@ therefore went tens of minutes without a single collection while its garbage, an
 fragmentation of the allocator's arenas, grew: the soak measured RSS +3.4 to +8 MB per 10
 minutes. The garbage was mostly one cycle per closed HTTP connection (on Python 3.11 asyncio's
 ``_SelectorSocketTransport`` keeps a bound method of itself, CPython gh-100348, fixed in 3.12),
-about 600 bytes each, 29,606 objects freed by the first collection of a scrape-heavy run.
+seven objects and about 600 bytes each: the first collection of a run scraped every 50 ms,
+two minutes in, freed 28,588 objects.
 
 :class:`GarbageCollector` bounds how long garbage lives instead: a young collection every
 ``young_seconds`` (cheap: it walks what was allocated since the last one and is still alive),

@@ -94,6 +94,22 @@ def test_a_bad_value_in_env_json_names_the_variable(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("levels", [65, 900, 50_000])
+def test_env_json_nested_deeper_than_a_config_file_may_be_is_refused(
+    tmp_path: Path, levels: int
+) -> None:
+    # 50,000 levels made the JSON decoder recurse out of the stack: a traceback, not exit 2.
+    deep = "[" * levels + "]" * levels
+    assert problems(tmp_path, MINIMAL, DUIXWATCH_APPS=deep) == [
+        "F: apps: JSON nested more than 64 levels deep: not a setting (from env DUIXWATCH_APPS)"
+    ]
+    # Within the bound it is read, and judged as any value is.
+    shallow = "[" * 63 + "]" * 63
+    assert problems(tmp_path, MINIMAL, DUIXWATCH_APPS=shallow) == [
+        "F: apps[0]: must be a mapping (from env DUIXWATCH_APPS)"
+    ]
+
+
 @pytest.mark.parametrize(
     ("var", "expected"),
     [
