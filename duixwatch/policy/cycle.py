@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
@@ -85,8 +85,17 @@ class PolicyCycle:
         self.last_plans[app.name] = plan
         if self._executor is None:
             return plan, []
+        stale_at = (
+            None
+            if snapshot.fetched_at is None
+            else snapshot.fetched_at + timedelta(seconds=snapshot.stale_after_seconds)
+        )
         done = await self._executor.execute(
-            plan, app, {p.name: p for p in policies}, cycle=audit.new_cycle_id(plan.at)
+            plan,
+            app,
+            {p.name: p for p in policies},
+            cycle=audit.new_cycle_id(plan.at),
+            stale_at=stale_at,
         )
         return plan, done
 

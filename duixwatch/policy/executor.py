@@ -20,9 +20,10 @@ Safety (design.md §8), in the order the executor applies it:
    APP's cycle; a call in flight has until the shutdown deadline to finish, and one that does
    not is recorded as ``interrupted``. After :meth:`Executor.set_in_force` (a reload) a plan
    whose policy was removed or changed, or whose enforcement was turned off, starts no further
-   call. Either way the calls that were planned and not started are written to the audit log as
-   ``abort`` lines (with their action and session id; reason ``shutdown`` or ``reload``) and
-   counted as aborts, so nothing planned disappears without a record.
+   call; nor does one whose poll went stale meanwhile. In each case the calls that were
+   planned and not started are written to the audit log as ``abort`` lines (with their action
+   and session id; reason ``shutdown``, ``reload`` or ``stale_data``) and counted as aborts,
+   so nothing planned disappears without a record.
 7. **Idempotence.** ``sessionStop`` answering 2002 is ``already_closed``, not a failure; a
    session that two policies both want closed is stopped once per cycle; one still listed
    after a successful stop is recorded ``still_listed`` and retried only with backoff, a few
@@ -43,16 +44,18 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 from functools import partial
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import anyio
 import structlog
 
-from duixwatch.core import errors, models
+from duixwatch.core import errors
 from duixwatch.core.clock import Clock, RateLimiter
 from duixwatch.policy import audit, notify, retries
 from duixwatch.policy.plan import Abort, ActionRecord, Plan, PlannedAction, PolicyPlan
+from duixwatch.policy.ports import NotificationSink, PolicyApp, PolicyMetrics, SessionCloser
 from duixwatch.policy.schema import PolicyConfig
 
 __all__ = [
@@ -72,59 +75,19 @@ _SHIELD_MARGIN_SECONDS = 5.0
 _RECORD_SECONDS = 2.0
 
 #: Why a plan stopped part-way: the daemon is stopping; a reload took its policy out of force;
-#: its task was cancelled for another reason (its APP removed by a reload).
-HaltReason = Literal["shutdown", "reload", "cancelled"]
+#: the poll it was made from went stale; its task was cancelled for another reason (its APP
+#: removed by a reload).
+HaltReason = Literal["shutdown", "reload", "stale_data", "cancelled"]
 
 _HALT_DETAIL: dict[str, str] = {
     "shutdown": "duixwatch is stopping; this call was planned and not started",
     "reload": "a reload removed or changed the policy, or turned enforcement off; this call was "
     "planned under the old configuration and not started",
+    "stale_data": "the poll this plan was made from became stale (older than 2 x the poll "
+    "interval) before this call could start; the next poll plans again",
     "cancelled": "the cycle was cancelled (its APP left the configuration); this call was "
     "planned and not started",
 }
-
-
-class PolicyApp(Protocol):
-    """The app a plan is for, as the executor needs it: who it is and how to sign for it."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def app_id(self) -> str: ...
-    @property
-    def credentials(self) -> models.AppCredentials: ...
-
-
-class SessionCloser(Protocol):
-    """The two destructive calls (:class:`duixwatch.duix.DuixClient` is one).
-
-    The executor passes ``shield=False``: it shields each call itself, under a deadline it can
-    bring forward at shutdown; the closer must then not shield the exchange on its own.
-    """
-
-    async def stop_session(
-        self, app: models.AppCredentials, session_id: str, *, shield: bool = True
-    ) -> models.StopResult: ...
-
-    async def close_all(
-        self, app: models.AppCredentials, *, shield: bool = True
-    ) -> models.CloseAllResult: ...
-
-
-class PolicyMetrics(Protocol):
-    """What the executor counts (:class:`duixwatch.export.metrics.Metrics` is one)."""
-
-    def policy_matched(self, app: str, policy: str, count: int) -> None: ...
-    def policy_aborted(self, app: str, policy: str, reason: str) -> None: ...
-    def policy_action(self, app: str, policy: str, action: str, outcome: str) -> None: ...
-
-
-class NotificationSink(Protocol):
-    """Takes notifications without waiting (:class:`duixwatch.policy.notify.Notifier`)."""
-
-    def submit(
-        self, targets: Sequence[notify.NotifyTarget], notification: notify.Notification
-    ) -> bool: ...
 
 
 class Executor:
@@ -164,6 +127,8 @@ class Executor:
         #: the policies of the config in force (None: not told; every plan stays in force)
         self._in_force: Mapping[str, PolicyConfig] | None = None
         self._enforcing = True
+        #: per APP id, while its plan is carried out: when the data it was made from goes stale
+        self._stale_at: dict[str, datetime] = {}
 
     def reconfigure(
         self, client: SessionCloser, *, max_stops_per_second: float, request_timeout_seconds: float
@@ -199,6 +164,9 @@ class Executor:
             not self._enforcing or self._in_force.get(pplan.policy) != policies.get(pplan.policy)
         ):
             return "reload"
+        stale_at = self._stale_at.get(pplan.app_id)
+        if stale_at is not None and self._clock.now() > stale_at:
+            return "stale_data"
         return None
 
     async def execute(
@@ -208,10 +176,24 @@ class Executor:
         policies: Mapping[str, PolicyConfig],
         *,
         cycle: str,
+        stale_at: datetime | None = None,
     ) -> list[ActionRecord]:
         """Apply every policy plan of one APP's cycle; returns what was done (or simulated).
 
-        ``policies`` are the policies the plan was made with (by name)."""
+        ``policies`` are the policies the plan was made with (by name); ``stale_at`` is when
+        the poll it was made from goes stale: no call starts after it (a long plan, paced or
+        slowed by a slow platform, would otherwise act on data older than design.md §8
+        allows), and the rest are aborted as ``stale_data``."""
+        if stale_at is not None:
+            self._stale_at[plan.app_id] = stale_at
+        try:
+            return await self._execute(plan, app, policies, cycle)
+        finally:
+            self._stale_at.pop(plan.app_id, None)
+
+    async def _execute(
+        self, plan: Plan, app: PolicyApp, policies: Mapping[str, PolicyConfig], cycle: str
+    ) -> list[ActionRecord]:
         planned = plan  # what is listed and due, before the screens below
         plan = await self._unless_blocked(plan)
         # Stops a still-listed session's backoff holds back are left out, and recorded.

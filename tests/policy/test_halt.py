@@ -6,6 +6,7 @@ started is an ``abort`` line with its session id."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,11 @@ import pytest
 
 from duixwatch.core import models
 from duixwatch.policy import audit
+from duixwatch.policy.cycle import PolicyCycle
 from duixwatch.policy.executor import Executor
 from duixwatch.policy.plan import Plan, PlannedAction, PolicyPlan
 from duixwatch.policy.schema import PolicyConfig
+from duixwatch.watch.state import StateStore
 from tests.fakes import FakeClock
 from tests.policy.test_cycle import APP, OTHER, Counts
 
@@ -245,3 +248,77 @@ async def test_a_reload_takes_a_policy_out_of_force_between_two_of_its_calls(
         ]
         aborts = audit.read_audit(audit_log.path).records[2:]
         assert all(r["reason"].startswith("reload: ") for r in aborts)
+
+
+class SlowPlatform:
+    """sessionStop calls that each take ``seconds`` of the fake clock."""
+
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
+        self.clock = clock
+        self.seconds = seconds
+        self.started: list[str] = []
+
+    async def stop_session(
+        self, app: models.AppCredentials, session_id: str, *, shield: bool = True
+    ) -> models.StopResult:
+        self.started.append(session_id)
+        self.clock.advance(self.seconds)
+        return models.StopResult(session_id=session_id, outcome="stopped")
+
+    async def close_all(
+        self, app: models.AppCredentials, *, shield: bool = True
+    ) -> models.CloseAllResult:
+        raise AssertionError("no close_all in these tests")
+
+
+async def test_no_call_starts_once_the_poll_the_plan_was_made_from_is_stale(
+    clock: FakeClock, audit_log: audit.AuditLog
+) -> None:
+    # Polled every 15 s: the data is stale 30 s after it was fetched. Each stop takes 20 s,
+    # so the third would start 40 s after the poll: it and the rest are aborted instead.
+    platform = SlowPlatform(clock, seconds=20)
+    ex = Executor(
+        platform, clock=clock, audit_log=audit_log, metric_set=Counts(), max_stops_per_second=1000
+    )
+    config = policy()
+    started = clock.now() - timedelta(seconds=5000)
+    snap = models.AppSnapshot(
+        app=APP.name,
+        app_id=APP.app_id,
+        poll_interval_seconds=15,
+        fetched_at=clock.now(),
+        concurrency=models.Concurrency("1", 50, 5),
+        sessions=models.SessionList(
+            tuple(models.Session(f"s{i}", started) for i in range(5)), "data[]"
+        ),
+    )
+    with StateStore.in_memory() as clocks:
+        cycle = PolicyCycle(clocks=clocks, clock=clock, executor=ex)
+        result = await cycle.run(APP, snap, policies=[config], enforcement_enabled=True)
+    assert result is not None
+    planned = [a.session_id for _, a in result[0].actions]
+    assert len(planned) == 5
+    assert platform.started == planned[:2]
+    assert events(audit_log) == [
+        ("intent", planned[0], None),
+        ("outcome", planned[0], "stopped"),
+        ("intent", planned[1], None),
+        ("outcome", planned[1], "stopped"),
+        *[("abort", sid, None) for sid in planned[2:]],
+    ]
+    aborts = [r for r in audit.read_audit(audit_log.path).records if r["event"] == "abort"]
+    assert all(r["reason"].startswith("stale_data: the poll this plan") for r in aborts)
+    assert ("aborted", APP.name, "max-age", "stale_data") in ex._metrics.calls  # type: ignore[attr-defined]
+
+
+async def test_a_plan_without_a_staleness_bound_runs_to_its_end(
+    clock: FakeClock, audit_log: audit.AuditLog
+) -> None:
+    platform = SlowPlatform(clock, seconds=20)
+    ex = Executor(
+        platform, clock=clock, audit_log=audit_log, metric_set=Counts(), max_stops_per_second=1000
+    )
+    config = policy()
+    ids = [f"s{i}" for i in range(3)]
+    await ex.execute(plan_for(APP, clock, ids), APP, {config.name: config}, cycle="c1")
+    assert platform.started == ids
