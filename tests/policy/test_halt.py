@@ -18,6 +18,7 @@ from duixwatch.policy import audit
 from duixwatch.policy.cycle import PolicyCycle
 from duixwatch.policy.executor import Executor
 from duixwatch.policy.plan import Plan, PlannedAction, PolicyPlan
+from duixwatch.policy.ports import SessionCloser
 from duixwatch.policy.schema import PolicyConfig
 from duixwatch.watch.state import StateStore
 from tests.fakes import FakeClock
@@ -80,7 +81,7 @@ def events(log: audit.AuditLog) -> list[tuple[str, str | None, str | None]]:
     return [(r["event"], r["session_id"], r["outcome"]) for r in audit.read_audit(log.path).records]
 
 
-def executor(platform: GatedPlatform, clock: FakeClock, log: audit.AuditLog) -> Executor:
+def executor(platform: SessionCloser, clock: FakeClock, log: audit.AuditLog) -> Executor:
     return Executor(
         platform, clock=clock, audit_log=log, metric_set=Counts(), max_stops_per_second=1000
     )
@@ -277,9 +278,7 @@ async def test_no_call_starts_once_the_poll_the_plan_was_made_from_is_stale(
     # Polled every 15 s: the data is stale 30 s after it was fetched. Each stop takes 20 s,
     # so the third would start 40 s after the poll: it and the rest are aborted instead.
     platform = SlowPlatform(clock, seconds=20)
-    ex = Executor(
-        platform, clock=clock, audit_log=audit_log, metric_set=Counts(), max_stops_per_second=1000
-    )
+    ex = executor(platform, clock, audit_log)
     config = policy()
     started = clock.now() - timedelta(seconds=5000)
     snap = models.AppSnapshot(
@@ -315,9 +314,7 @@ async def test_a_plan_without_a_staleness_bound_runs_to_its_end(
     clock: FakeClock, audit_log: audit.AuditLog
 ) -> None:
     platform = SlowPlatform(clock, seconds=20)
-    ex = Executor(
-        platform, clock=clock, audit_log=audit_log, metric_set=Counts(), max_stops_per_second=1000
-    )
+    ex = executor(platform, clock, audit_log)
     config = policy()
     ids = [f"s{i}" for i in range(3)]
     await ex.execute(plan_for(APP, clock, ids), APP, {config.name: config}, cycle="c1")
