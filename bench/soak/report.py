@@ -65,7 +65,14 @@ def render(r: dict[str, Any]) -> str:
         )
     )
     rl = r["reloads"]
-    rows.append(("reloads", f"{rl['good']} good, {rl['bad']} bad ({', '.join(rl['variants'])})"))
+    late = rl.get("superseded", 0)
+    rows.append(
+        (
+            "reloads",
+            f"{rl['good']} good, {rl['bad']} bad ({', '.join(rl['variants'])})"
+            + (f"; {late} sent late and superseded within 2 s, not judged" if late else ""),
+        )
+    )
     sc = r["scrapes"]
     rows.append(
         (

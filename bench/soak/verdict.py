@@ -147,6 +147,7 @@ def judge(rec: Recorded) -> dict[str, Any]:
             "good": sum(1 for r in rec.reloads if r.good),
             "bad": sum(1 for r in rec.reloads if not r.good),
             "variants": sorted({r.variant for r in rec.reloads if not r.good}),
+            "superseded": len(checks.superseded(rec.reloads)),
         },
         "scrapes": {
             "metrics": sc.metrics_count,

@@ -237,6 +237,21 @@ def test_a_bad_reload_must_show_0_and_a_good_one_1_with_a_new_time() -> None:
     assert "good reload" in found.detail
 
 
+def test_a_reload_sent_late_and_superseded_at_once_is_not_judged_but_the_next_one_is() -> None:
+    # the soak was busy: the bad file and its fix went out 0.1 s apart, before any scrape
+    bad = checks.Reload(T0 + 10, False, "wrong_type", 125)
+    fix = checks.Reload(T0 + 10.1, True, "threshold 120", 120)
+    assert checks.superseded([bad, fix]) == [bad]
+    took_it = [scrape(T0 + 10.5, 1.0, ok=1.0, ts=T0 + 10.2)]
+    assert checks.check_reloads([bad, fix], took_it, deadline=10) == []
+    (found,) = checks.check_reloads(
+        [bad, fix], [scrape(T0 + 10.5, 1.0, ok=0.0, ts=T0)], deadline=10
+    )
+    assert found.at == fix.at  # the fix never landed: that is still a violation
+    on_time = checks.Reload(T0 + 10 + checks.health.SUPERSEDED_SECONDS, True, "threshold 120", 120)
+    assert checks.superseded([bad, on_time]) == []
+
+
 def test_a_stop_must_name_the_threshold_in_force_and_a_bad_reload_changes_none() -> None:
     good = checks.Reload(T0 + 20, True, "threshold 125", 125)
     bad = checks.Reload(T0 + 40, False, "wrong_type", 120)

@@ -27,6 +27,7 @@ from bench.soak.checks.health import (
     check_thresholds,
     in_force_spans,
     recoveries,
+    superseded,
 )
 from bench.soak.checks.resources import (
     FileBounds,
@@ -76,5 +77,6 @@ __all__ = [
     "plan_second",
     "recoveries",
     "redact",
+    "superseded",
     "surely_failing",
 ]

@@ -3,6 +3,7 @@ refused whole, and the config in force named by every stop it made."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,6 +20,7 @@ __all__ = [
     "check_thresholds",
     "in_force_spans",
     "recoveries",
+    "superseded",
 ]
 
 # --------------------------------------------------------------------------- scrapes
@@ -137,16 +139,29 @@ class Reload:
     threshold: int
 
 
+#: The schedule keeps at least 3 s between two reloads; a reload the next one followed within
+#: this many seconds was sent late by a busy soak, and no scrape could have seen it.
+SUPERSEDED_SECONDS = 2.0
+
+
+def superseded(reloads: Sequence[Reload]) -> list[Reload]:
+    """The reloads another one followed within :data:`SUPERSEDED_SECONDS`: not judged."""
+    return [r for r, nxt in itertools.pairwise(reloads) if nxt.at - r.at < SUPERSEDED_SECONDS]
+
+
 def check_reloads(
     reloads: Sequence[Reload], scrapes: Sequence[Scrape], *, deadline: float
 ) -> list[Violation]:
     """Each bad reload shows ``duixwatch_config_last_reload_successful 0`` (the old config
     kept, the process alive: it answers the scrape) before the next reload; each good one shows
     ``1`` with a success timestamp at or after its signal, within ``deadline`` seconds and
-    before the next reload."""
+    before the next reload. A :func:`superseded` reload is not judged (the next one is)."""
     out: list[Violation] = []
     ordered = sorted((s for s in scrapes if s.ok), key=lambda s: s.sent)
+    skip = {id(r) for r in superseded(reloads)}
     for index, reload in enumerate(reloads):
+        if id(reload) in skip:
+            continue
         nxt = reloads[index + 1].at if index + 1 < len(reloads) else math.inf
         until = min(nxt, reload.at + deadline)
         seen = [s for s in ordered if reload.at < s.sent < until]
