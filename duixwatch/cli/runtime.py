@@ -22,7 +22,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from duixwatch.config import Config
-from duixwatch.core import allocator, logs
+from duixwatch.core import logs
 from duixwatch.core.clock import Clock
 from duixwatch.core.garbage import GarbageCollector
 
@@ -38,7 +38,7 @@ __all__ = [
     "configure_logs",
     "descriptors_needed",
     "fd_limit_warning",
-    "long_running_memory",
+    "long_running_gc",
     "own_command",
     "raise_fd_limit",
     "run",
@@ -129,10 +129,9 @@ def configure_logs(args: argparse.Namespace, config: Config | None) -> None:
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
-def long_running_memory(clock: Clock) -> GarbageCollector:
-    """Tune the garbage collector and the C allocator for a daemon that holds a large,
-    long-lived heap; start the returned :class:`~duixwatch.core.garbage.GarbageCollector` in
-    the command's task group. Used by ``run``, ``sim`` and ``demo``.
+def long_running_gc(clock: Clock) -> GarbageCollector:
+    """Tune the garbage collector for a daemon that holds a large, long-lived heap; start the
+    returned :class:`~duixwatch.core.garbage.GarbageCollector` in the command's task group.
 
     With Python's defaults, a collection ran every 700 new container objects and a full one
     every few seconds, each walking every snapshot: 15 % of the daemon's CPU at 10,000 apps
@@ -140,14 +139,10 @@ def long_running_memory(clock: Clock) -> GarbageCollector:
     reference counting), so collections can be rarer; what exists at start (modules, the
     configuration) is frozen out of them altogether. Rarer by count alone is never at a small
     fleet, whose garbage then grows for as long as it runs: the returned collector collects on
-    the clock too (:mod:`duixwatch.core.garbage`). And glibc's mmap threshold is pinned, so
-    that large buffers stop fragmenting the heap (:mod:`duixwatch.core.allocator`).
+    the clock too (:mod:`duixwatch.core.garbage`). Used by ``run``, ``sim`` and ``demo``.
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    structlog.get_logger("duixwatch.cli").debug(
-        "malloc_mmap_threshold", outcome=allocator.pin_mmap_threshold()
-    )
     return GarbageCollector(clock)
 
 

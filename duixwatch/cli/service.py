@@ -123,7 +123,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         clock=clock,
         watch_config_seconds=args.watch_config,
         sharding=sharding,
-        garbage=runtime.long_running_memory(clock),
+        garbage=runtime.long_running_gc(clock),
     )
     try:
         runtime.run(daemon.run)

@@ -72,7 +72,7 @@ def _cmd_sim(args: argparse.Namespace, out: TextIO) -> int:
         out.write(simulator.render_config(sim, base_url=f"http://{host}:{port}"))
         return runtime.EXIT_OK
 
-    garbage = runtime.long_running_memory(SystemClock())
+    garbage = runtime.long_running_gc(SystemClock())
 
     def ready(bound: int) -> None:
         out.write(
@@ -139,7 +139,7 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     config_path = state_dir / "demo.yaml"
     sim = simulator.Simulator(apps=args.apps, seed=args.seed, clock=SystemClock())
     clock = SystemClock()
-    garbage = runtime.long_running_memory(clock)
+    garbage = runtime.long_running_gc(clock)
 
     async def start(tg: TaskGroup) -> None:
         await tg.start(garbage.run)

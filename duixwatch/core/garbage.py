@@ -1,7 +1,7 @@
 """Collecting cyclic garbage on a clock, not only when allocations pile up.
 
 A long-running duixwatch raises the cyclic collector's thresholds
-(:func:`duixwatch.cli.runtime.long_running_memory`: a young collection per 50,000 objects) so that
+(:func:`duixwatch.cli.runtime.long_running_gc`: a young collection per 50,000 objects) so that
 a 10,000-APP daemon does not spend its CPU walking snapshots. But CPython counts allocations
 *minus* deallocations: a daemon in its steady state frees about what it allocates, so the count
 climbs only by what reference counting cannot free — the cyclic garbage itself. A small fleet

@@ -444,7 +444,7 @@ def test_a_taken_port_is_one_line_and_exit_1(command: str, tmp_path: Path) -> No
 def test_long_running_commands_tune_the_garbage_collector() -> None:
     before = gc.get_threshold()
     try:
-        collector = runtime.long_running_memory(FakeClock())
+        collector = runtime.long_running_gc(FakeClock())
         assert gc.get_threshold() == runtime.GC_THRESHOLDS
         assert collector.young_seconds == garbage.YOUNG_SECONDS  # collects on the clock too
         assert gc.get_freeze_count() > 0
