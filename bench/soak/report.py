@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import write_json
+from bench.soak.checks.health import SUPERSEDED_SECONDS
 
 __all__ = ["render", "write_json", "write_result"]
 
@@ -70,7 +71,11 @@ def render(r: dict[str, Any]) -> str:
         (
             "reloads",
             f"{rl['good']} good, {rl['bad']} bad ({', '.join(rl['variants'])})"
-            + (f"; {late} sent late and superseded within 2 s, not judged" if late else ""),
+            + (
+                f"; {late} sent late and superseded within {SUPERSEDED_SECONDS:g} s, not judged"
+                if late
+                else ""
+            ),
         )
     )
     sc = r["scrapes"]

@@ -158,11 +158,10 @@ def check_reloads(
     before the next reload. A :func:`superseded` reload is not judged (the next one is)."""
     out: list[Violation] = []
     ordered = sorted((s for s in scrapes if s.ok), key=lambda s: s.sent)
-    skip = {id(r) for r in superseded(reloads)}
     for index, reload in enumerate(reloads):
-        if id(reload) in skip:
-            continue
         nxt = reloads[index + 1].at if index + 1 < len(reloads) else math.inf
+        if nxt - reload.at < SUPERSEDED_SECONDS:
+            continue  # superseded: the next one is judged
         until = min(nxt, reload.at + deadline)
         seen = [s for s in ordered if reload.at < s.sent < until]
         if reload.good:
