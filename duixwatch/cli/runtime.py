@@ -22,7 +22,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from duixwatch.config import Config
-from duixwatch.core import logs
+from duixwatch.core import allocator, logs
 from duixwatch.core.clock import Clock
 from duixwatch.core.garbage import GarbageCollector
 
@@ -139,11 +139,13 @@ def long_running_gc(clock: Clock) -> GarbageCollector:
     reference counting), so collections can be rarer; what exists at start (modules, the
     configuration) is frozen out of them altogether. Rarer by count alone is never at a small
     fleet, whose garbage then grows for as long as it runs: the returned collector collects on
-    the clock too (:mod:`duixwatch.core.garbage`). Used by ``run``, ``sim`` and ``demo``.
+    the clock too (:mod:`duixwatch.core.garbage`), and hands the C heap's free pages back to
+    the kernel after its middle and full collections where the C library is glibc
+    (:mod:`duixwatch.core.allocator`). Used by ``run``, ``sim`` and ``demo``.
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    return GarbageCollector(clock)
+    return GarbageCollector(clock, trim=allocator.glibc_malloc_trim())
 
 
 #: Descriptors duixwatch needs besides its HTTP connections and the DUIX client's pool: the

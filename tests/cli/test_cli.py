@@ -447,6 +447,7 @@ def test_long_running_commands_tune_the_garbage_collector() -> None:
         collector = runtime.long_running_gc(FakeClock())
         assert gc.get_threshold() == runtime.GC_THRESHOLDS
         assert collector.young_seconds == garbage.YOUNG_SECONDS  # collects on the clock too
+        assert collector.trim is not None  # and trims glibc's heap (Linux, glibc: no skip)
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()

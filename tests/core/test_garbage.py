@@ -65,7 +65,7 @@ class Recorder:
         return 0
 
 
-async def test_young_every_five_seconds_middle_every_minute_full_every_ten_minutes(
+async def test_young_every_five_seconds_and_the_whole_heap_every_minute_when_cheap(
     clock: FakeClock,
 ) -> None:
     recorder = Recorder(clock, stop_after=250)
@@ -73,19 +73,58 @@ async def test_young_every_five_seconds_middle_every_minute_full_every_ten_minut
     with recorder.scope:
         await collector.run()
     assert set(clock.sleeps) == {YOUNG_SECONDS}
+    per_full = int(FULL_SECONDS / YOUNG_SECONDS)  # the 12th tick is 60 s in
     full = [n + 1 for n, g in enumerate(recorder.generations) if g == 2]
-    middle = [n + 1 for n, g in enumerate(recorder.generations) if g == 1]
-    per_full = int(FULL_SECONDS / YOUNG_SECONDS)  # the 120th tick is 600 s in
-    assert full == [per_full, 2 * per_full]
-    assert middle == [n for n in range(MIDDLE_EVERY, 251, MIDDLE_EVERY) if n not in full]
+    assert full == list(range(per_full, 251, per_full))
+    assert 1 not in recorder.generations  # every middle one was a full one
 
 
 async def test_a_slow_full_collection_makes_the_next_one_wait(clock: FakeClock) -> None:
-    # 20 s to walk the heap: at most 1 % of the time, so the next waits 2,000 s, not 600.
-    recorder = Recorder(clock, stop_after=1000, full_takes=20.0)
+    # 1 s to walk the heap: at most 0.2 % of the time, so the next waits 500 s, not 60.
+    recorder = Recorder(clock, stop_after=300, full_takes=1.0)
     collector = GarbageCollector(clock, collect=recorder)
     with recorder.scope:
         await collector.run()
     full = [n + 1 for n, g in enumerate(recorder.generations) if g == 2]
-    # The first at 600 s (tick 120), each next one 2,000 s (400 ticks) after the one before.
-    assert full == [120, 520, 920]
+    # The first at 60 s (tick 12); each next one 500 s (100 ticks) after the one before began.
+    assert full == [12, 112, 212]
+    middle = [n + 1 for n, g in enumerate(recorder.generations) if g == 1]
+    assert middle == [n for n in range(MIDDLE_EVERY, 301, MIDDLE_EVERY) if n not in full]
+
+
+class Trims:
+    """``malloc_trim``'s stand-in: counts its calls, each taking ``takes`` of the clock."""
+
+    def __init__(self, clock: FakeClock, takes: float) -> None:
+        self.clock = clock
+        self.takes = takes
+        self.calls = 0
+
+    def __call__(self) -> int:
+        self.calls += 1
+        self.clock.advance(self.takes)
+        return 1
+
+
+async def test_the_heap_is_trimmed_after_each_middle_and_full_collection(clock: FakeClock) -> None:
+    trims = Trims(clock, takes=0.004)
+    recorder = Recorder(clock, stop_after=10_000, full_takes=1.0)
+    collector = GarbageCollector(clock, collect=recorder, trim=trims)
+    done = []
+    for _ in range(300):
+        clock.advance(YOUNG_SECONDS)
+        done.append(collector.tick())
+    older = [c for c in done if c.generation > 0]
+    assert {c.generation for c in older} == {1, 2}  # both kinds happened
+    assert trims.calls == len(older)
+    assert all(c.trim_seconds == pytest.approx(0.004) for c in older)
+    assert all(c.trim_seconds is None for c in done if c.generation == 0)
+
+
+async def test_without_a_trim_nothing_is_trimmed(clock: FakeClock) -> None:
+    collector = GarbageCollector(clock, collect=Recorder(clock, stop_after=10_000))
+    for _ in range(12):
+        clock.advance(YOUNG_SECONDS)
+        done = collector.tick()
+    assert done.generation == 2
+    assert done.trim_seconds is None
