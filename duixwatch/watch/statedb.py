@@ -181,11 +181,15 @@ def move_aside(path: Path, now: datetime) -> Path:
 
 
 def file_sizes(path: Path) -> dict[str, int]:
-    """Bytes of the database ``path`` and its ``-wal`` file, by file name (those that exist)."""
+    """Bytes of the database ``path`` and its ``-wal`` file, by file name (those that exist).
+
+    Read on every scrape, so without a :class:`~pathlib.Path` for the WAL: pathlib interns
+    the names it parses (:func:`duixwatch.policy.audit.audit_file_sizes` says what that cost).
+    """
     sizes: dict[str, int] = {}
-    for file in (path, path.with_name(path.name + "-wal")):
+    for name, file in ((path.name, os.fspath(path)), (path.name + "-wal", f"{path}-wal")):
         try:
-            sizes[file.name] = file.stat().st_size
+            sizes[name] = os.stat(file).st_size
         except OSError:
             continue  # no WAL yet, or the directory went away: nothing to report
     return sizes

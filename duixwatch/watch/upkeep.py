@@ -115,15 +115,10 @@ class Upkeep:
         """Bytes of every file duixwatch keeps in ``state.dir``, by file name."""
         sizes = self._store.file_sizes()
         try:
-            files = self._audit.files()
+            audit_sizes = self._audit.file_sizes()
         except audit.AuditError:
-            files = []  # the directory cannot be listed: blocked() says so after the check
-        for path in files:
-            try:
-                sizes[path.name] = path.stat().st_size
-            except OSError:
-                continue  # rotated or deleted since it was listed
-        return sizes
+            audit_sizes = {}  # the directory cannot be listed: blocked() says so after the check
+        return sizes | audit_sizes
 
     def last_prune_at(self) -> datetime | None:
         return None if self.last_prune is None else self.last_prune.at

@@ -69,6 +69,20 @@ def test_rotation_deletes_files_beyond_keep_and_keeps_the_newest_records(tmp_pat
     assert kept == written[-len(kept) :]  # contiguous: the newest, nothing missing between
 
 
+def test_file_sizes_are_those_of_the_audit_files_by_name_oldest_first(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with audit.AuditLog(path, clock=FakeClock(), max_bytes=4096, keep=3) as log:
+        for n in range(200):
+            record(log, n)
+        (tmp_path / "audit.jsonl.9").mkdir()  # a directory with a rotated file's name
+        (tmp_path / "audit.jsonl.old").write_text("not one of ours\n")
+        sizes = log.file_sizes()
+    files = audit.audit_files(path)
+    assert [f.name for f in files] == ["audit.jsonl.3", "audit.jsonl.2", "audit.jsonl.1", path.name]
+    assert list(sizes.items()) == [(f.name, f.stat().st_size) for f in files]
+    assert audit.audit_file_sizes(tmp_path / "gone" / "audit.jsonl") == {}
+
+
 def test_a_call_whose_intent_and_outcome_straddle_a_rotation_is_not_open(tmp_path: Path) -> None:
     """The intent is synced in the old file before the call; the outcome lands in the new one;
     read across the files, the pair is complete — and the intent alone is found open."""
