@@ -56,7 +56,6 @@ import itertools
 import json
 import os
 import secrets
-import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -69,7 +68,7 @@ from typing import Any, Final, Literal, get_args
 import structlog
 
 from duixwatch.core import clock as clock_mod
-from duixwatch.core import errors
+from duixwatch.policy.auditfiles import AuditError, audit_file_sizes, audit_files
 from duixwatch.policy.plan import PlannedAction, PolicyPlan
 
 __all__ = [
@@ -115,10 +114,6 @@ RECORD_KEYS: Final = (
 
 _EVENTS: Final = frozenset(get_args(Event))
 _ACTIONS: Final = frozenset(get_args(Action))
-
-
-class AuditError(errors.DuixwatchError):
-    """The audit log cannot be opened or written: act on nothing that would go unrecorded."""
 
 
 def format_ts(moment: datetime) -> str:
@@ -466,59 +461,6 @@ def _is_torn(line: bytes) -> bool:
     if not stripped:  # only NUL padding: a write lost in a power cut
         return True
     return stripped.startswith(b"{") and not stripped.endswith(b"}")
-
-
-def _names_oldest_first(path: Path) -> list[str]:
-    """The names in ``path``'s directory of its rotated files (``path.N`` … ``path.1``), then
-    its own name: every candidate, whether it is a file or not. Raises :class:`AuditError`
-    when the directory cannot be listed (``[]`` when it does not exist)."""
-    prefix = path.name + "."
-    try:
-        names = os.listdir(path.parent)
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise AuditError(f"cannot list the audit log's directory {path.parent}: {exc}") from exc
-    rotated = sorted(
-        (
-            (int(name[len(prefix) :]), name)
-            for name in names
-            if name.startswith(prefix)
-            and name[len(prefix) :].isascii()
-            and name[len(prefix) :].isdecimal()
-        ),
-        reverse=True,
-    )
-    return [name for _, name in rotated] + [path.name]
-
-
-def audit_files(path: Path) -> list[Path]:
-    """``path``'s rotated files (``path.N`` … ``path.1``) and ``path`` itself, those that are
-    files, oldest first. Raises :class:`AuditError` when the directory cannot be listed."""
-    path = Path(path)
-    files = [path.with_name(name) for name in _names_oldest_first(path)]
-    return [p for p in files if p.is_file()]
-
-
-def audit_file_sizes(path: Path) -> dict[str, int]:
-    """Bytes of each of :func:`audit_files`, by file name, in the same order.
-
-    Without a :class:`~pathlib.Path` per file, because it runs on every scrape: Python 3.11's
-    pathlib interns every name it parses, and a name interned and freed at each scrape used a
-    slot of the interpreter's interned-string table each time, which made CPython rebuild the
-    table at twice its size after about 12 minutes of the soak's scrapes (+0.94 MB of RSS at
-    once: a 1.9 MB table for the 0.9 MB one; found with gdb on the soak's daemon).
-    """
-    directory = os.fspath(path.parent)
-    sizes: dict[str, int] = {}
-    for name in _names_oldest_first(path):
-        try:
-            status = os.stat(os.path.join(directory, name))
-        except OSError:
-            continue  # rotated or deleted since it was listed
-        if stat.S_ISREG(status.st_mode):
-            sizes[name] = status.st_size
-    return sizes
 
 
 Line = tuple[Literal["record", "torn", "bad"], int, Any, bool]
