@@ -94,10 +94,11 @@ def test_200_idle_connections_and_50_concurrent_scrapes_do_not_delay_a_poll(
         idle_connections(stack, base, 200, slow=False)
         worst_gap = 0.0
         slowest = 0.0
-        deadline = time.monotonic() + 6  # six poll intervals under load
+        deadline = time.monotonic() + 6  # six poll intervals under load ...
         with ThreadPoolExecutor(max_workers=50) as pool:
             rounds = 0
-            while time.monotonic() < deadline and rounds < 100:
+            # ... and at least three rounds of 50 scrapes, however slow the machine is
+            while (time.monotonic() < deadline or rounds < 3) and rounds < 100:
                 rounds += 1
                 results = list(pool.map(lambda _: scrape(base), range(50)))
                 slowest = max(slowest, *(elapsed for elapsed, _ in results))
@@ -108,7 +109,6 @@ def test_200_idle_connections_and_50_concurrent_scrapes_do_not_delay_a_poll(
         # every app polled on schedule: never more than two intervals since its last success
         assert worst_gap < 2 * INTERVAL + 0.5, worst_gap
         assert slowest < 5.0, slowest
-        assert rounds >= 3
 
 
 def test_a_slowloris_flood_beyond_max_connections_leaves_metrics_answering(
