@@ -184,7 +184,7 @@ def file_sizes(path: Path) -> dict[str, int]:
     """Bytes of the database ``path`` and its ``-wal`` file, by file name (those that exist).
 
     Read on every scrape, so without a :class:`~pathlib.Path` for the WAL: pathlib interns
-    the names it parses (:func:`duixwatch.policy.audit.audit_file_sizes` says what that cost).
+    the names it parses (:func:`duixwatch.policy.auditfiles.audit_file_sizes` says what that cost).
     """
     sizes: dict[str, int] = {}
     for name, file in ((path.name, os.fspath(path)), (path.name + "-wal", f"{path}-wal")):
